@@ -1,0 +1,123 @@
+import Foundation
+
+/// xoshiro256** seeded through SplitMix64: a small, fast generator whose sequence depends
+/// only on the seed, so a request's samples never depend on anything else running.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var s: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var x = seed
+        func splitmix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        s = (splitmix(), splitmix(), splitmix(), splitmix())
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
+        let t = s.1 << 17
+        s.2 ^= s.0; s.3 ^= s.1; s.1 ^= s.2; s.0 ^= s.3
+        s.2 ^= t
+        s.3 = (s.3 << 45) | (s.3 >> 19)
+        return result
+    }
+
+    /// A uniform float in [0, 1).
+    public mutating func nextUnitFloat() -> Float { Float(next() >> 40) * (1.0 / Float(1 << 24)) }
+}
+
+/// Chooses tokens from logits for one sequence. Owns its random state and reusable buffers,
+/// so sampling allocates nothing per token after the first.
+///
+/// Order, as Hugging Face's processors: repetition penalty, temperature, top-k, top-p, min-p.
+public struct Sampler: Sendable {
+    public let parameters: SamplingParameters
+    private var rng: SeededGenerator
+    private var candidates: [(id: Int32, logit: Float)] = []
+    private var seen: Set<Int32> = []
+
+    public init(parameters: SamplingParameters) {
+        self.parameters = parameters
+        rng = SeededGenerator(seed: parameters.seed)
+    }
+
+    /// Records tokens for the repetition penalty (the prompt, then each sampled token).
+    public mutating func observe<S: Sequence>(_ tokens: S) where S.Element == Int32 {
+        if parameters.repetitionPenalty != 1 { seen.formUnion(tokens) }
+    }
+
+    /// Picks the next token from `logits[0..<count]`. The logits buffer may be modified.
+    public mutating func sample(logits: UnsafeMutablePointer<Float>, count: Int) -> Int32 {
+        let p = parameters
+        if p.repetitionPenalty != 1 {
+            for id in seen where Int(id) < count {
+                let v = logits[Int(id)]
+                logits[Int(id)] = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty
+            }
+        }
+        if p.temperature == 0 {
+            var best = 0
+            for i in 1..<count where logits[i] > logits[best] { best = i }
+            observe(CollectionOfOne(Int32(best)))
+            return Int32(best)
+        }
+        // Candidates sorted by logit, descending; top-k cuts first.
+        candidates.removeAll(keepingCapacity: true)
+        let invT = 1 / p.temperature
+        if p.topK > 0 && p.topK < count {
+            // Keep a running top-k with a threshold to avoid sorting the whole vocabulary.
+            for i in 0..<count {
+                let v = logits[i] * invT
+                if candidates.count < p.topK {
+                    candidates.append((Int32(i), v))
+                    if candidates.count == p.topK { candidates.sort { $0.logit > $1.logit } }
+                } else if v > candidates[p.topK - 1].logit {
+                    var j = p.topK - 1
+                    while j > 0 && candidates[j - 1].logit < v { candidates[j] = candidates[j - 1]; j -= 1 }
+                    candidates[j] = (Int32(i), v)
+                }
+            }
+            if candidates.count < p.topK { candidates.sort { $0.logit > $1.logit } }
+        } else {
+            for i in 0..<count { candidates.append((Int32(i), logits[i] * invT)) }
+            candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.id < $1.id) }
+        }
+        // Softmax over the candidates.
+        let maxLogit = candidates[0].logit
+        var total: Double = 0
+        for i in candidates.indices {
+            let e = Float(exp(Double(candidates[i].logit - maxLogit)))
+            candidates[i].logit = e
+            total += Double(e)
+        }
+        var keep = candidates.count
+        if p.topP < 1 {
+            var cumulative: Double = 0
+            for i in candidates.indices {
+                cumulative += Double(candidates[i].logit) / total
+                if cumulative >= Double(p.topP) { keep = i + 1; break }
+            }
+        }
+        if p.minP > 0 {
+            let threshold = candidates[0].logit * p.minP
+            var k = 1
+            while k < keep && candidates[k].logit >= threshold { k += 1 }
+            keep = k
+        }
+        var kept: Double = 0
+        for i in 0..<keep { kept += Double(candidates[i].logit) }
+        let r = Double(rng.nextUnitFloat()) * kept
+        var acc: Double = 0
+        var chosen = candidates[keep - 1].id
+        for i in 0..<keep {
+            acc += Double(candidates[i].logit)
+            if r < acc { chosen = candidates[i].id; break }
+        }
+        observe(CollectionOfOne(chosen))
+        return chosen
+    }
+}

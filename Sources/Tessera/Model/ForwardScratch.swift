@@ -1,0 +1,48 @@
+/// Activation buffers for forward passes, sized for a number of rows and grown only when a
+/// larger batch arrives, so steady-state steps allocate nothing. One per compute thread.
+public final class ForwardScratch: @unchecked Sendable {
+    let config: LlamaConfig
+    private(set) var rowCapacity = 0
+    private(set) var logitCapacity = 0
+    private(set) var scoreCapacity = 0
+    var x: FloatBuffer!          // (rows, hidden): the residual stream
+    var normed: FloatBuffer!     // (rows, hidden)
+    var qkv: FloatBuffer!        // (rows, qDim + 2·kvDim)
+    var attention: FloatBuffer!  // (rows, qDim)
+    var gateUp: FloatBuffer!     // (rows, 2·intermediate)
+    var ropeCos: FloatBuffer!    // (rows, ropeDim/2)
+    var ropeSin: FloatBuffer!    // (rows, ropeDim/2)
+    var logits: FloatBuffer!     // (logit rows, vocab)
+    var scores: FloatBuffer!     // attention scores: (rows, context) for a prefill segment, or (context) for one row
+
+    public init(config: LlamaConfig) { self.config = config }
+
+    func reserve(rows: Int, logitRows: Int, scores: Int) throws(InferenceError) {
+        func make(_ n: Int) throws(InferenceError) -> FloatBuffer {
+            guard let b = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: n * 4) }
+            return b
+        }
+        let c = config
+        if rows > rowCapacity {
+            let r = max(rows, 16)
+            x = try make(r * c.hiddenSize)
+            normed = try make(r * c.hiddenSize)
+            qkv = try make(r * (c.queryDimension + 2 * c.kvDimension))
+            attention = try make(r * c.queryDimension)
+            gateUp = try make(r * 2 * c.intermediateSize)
+            ropeCos = try make(r * c.ropeDimension / 2)
+            ropeSin = try make(r * c.ropeDimension / 2)
+            rowCapacity = r
+        }
+        if logitRows > logitCapacity {
+            let r = max(logitRows, 4)
+            logits = try make(r * c.vocabularySize)
+            logitCapacity = r
+        }
+        if scores > scoreCapacity {
+            let n = max(scores, 4096)
+            self.scores = try make(n)
+            scoreCapacity = n
+        }
+    }
+}

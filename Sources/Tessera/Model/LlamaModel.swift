@@ -1,0 +1,167 @@
+import CBLAS
+import Foundation
+import TesseraKernels
+
+/// A Llama-family model: immutable weights plus the forward pass over a batch of rows, each
+/// row with its own sequence, position and KV cache.
+///
+/// The model is shared by every sequence; the caller owns caches and scratch. `forward` is
+/// synchronous and compute-bound: call it from a dedicated thread (``ComputeThread``).
+public final class LlamaModel: Sendable {
+    /// Hyper-parameters.
+    public let config: LlamaConfig
+    let weights: LlamaWeights
+    /// The file or directory it came from.
+    public let source: String
+
+    /// Segments of at least this many rows of one sequence compute attention with sgemm.
+    static let gemmAttentionMinimumRows = 8
+
+    init(config: LlamaConfig, weights: LlamaWeights, source: String) {
+        self.config = config
+        self.weights = weights
+        self.source = source
+    }
+
+    /// Bytes of weights held in memory.
+    public var weightBytes: Int { weights.byteCount }
+
+    /// A KV cache for one sequence of up to `capacity` positions (at most the model's context).
+    public func makeCache(capacity: Int) throws(InferenceError) -> KVCache {
+        try KVCache(config: config, capacity: min(max(capacity, 1), config.contextLength))
+    }
+
+    /// Scratch buffers for one compute thread.
+    public func makeScratch() -> ForwardScratch { ForwardScratch(config: config) }
+
+    /// Runs the batch: writes each row's keys and values into its sequence's cache, and returns
+    /// the logits of the rows in `batch.logitRows`, as a `(logitRows.count, vocab)` row-major
+    /// pointer into `scratch` (valid until the next call with the same scratch).
+    public func forward(_ batch: ForwardBatch, caches: [KVCache], scratch: ForwardScratch) throws(InferenceError)
+        -> UnsafeMutablePointer<Float>
+    {
+        let c = config
+        let n = batch.count
+        guard n > 0 else { throw InferenceError.invalidBatch("no rows") }
+        let d = c.hiddenSize, qd = c.queryDimension, kvd = c.kvDimension, ff = c.intermediateSize
+        let qkvd = qd + 2 * kvd, half = c.ropeDimension / 2
+
+        // Validate every row before touching any cache, so a bad row changes nothing.
+        var expected = caches.map(\.count)
+        var maxContext = 0
+        for i in 0..<n {
+            let token = batch.tokens[i], s = batch.sequences[i], p = batch.positions[i]
+            guard token >= 0, Int(token) < c.vocabularySize else { throw InferenceError.tokenOutOfRange(id: token, vocabularySize: c.vocabularySize) }
+            guard s >= 0, s < caches.count else { throw InferenceError.invalidBatch("row \(i) names sequence \(s) of \(caches.count)") }
+            guard p < caches[s].capacity else { throw InferenceError.contextOverflow(position: p, capacity: caches[s].capacity) }
+            guard p == expected[s] else { throw InferenceError.positionGap(position: p, cached: expected[s]) }
+            expected[s] += 1
+            maxContext = max(maxContext, p + 1)
+        }
+        let segments = Self.segments(of: batch)
+        let longest = segments.map(\.count).max() ?? 1
+        let scoreNeed = longest >= Self.gemmAttentionMinimumRows ? longest * maxContext : maxContext
+        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed)
+
+        let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
+        let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
+        let ropeCos = scratch.ropeCos.pointer, ropeSin = scratch.ropeSin.pointer
+
+        for i in 0..<n {
+            (x + i * d).update(from: weights.tokenEmbedding.pointer + Int(batch.tokens[i]) * d, count: d)
+            tsr_rope_angles(ropeCos + i * half, ropeSin + i * half, Int64(batch.positions[i]), Int64(c.ropeDimension), c.ropeTheta)
+        }
+        let scale = 1 / Float(c.headDimension).squareRoot()
+
+        for (l, w) in weights.layers.enumerated() {
+            // Attention block: x += Wo · attention(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
+            tsr_rmsnorm_rows(normed, x, w.attentionNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
+            Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv.pointer, outputs: qkvd, inputs: d,
+                        output: qkv, outputStride: qkvd, accumulate: false)
+            for i in 0..<n {
+                let row = qkv + i * qkvd
+                tsr_rope_neox(row, Int64(c.headCount), Int64(c.headDimension), Int64(c.ropeDimension), ropeCos + i * half, ropeSin + i * half)
+                tsr_rope_neox(row + qd, Int64(c.kvHeadCount), Int64(c.headDimension), Int64(c.ropeDimension), ropeCos + i * half, ropeSin + i * half)
+                let cache = caches[batch.sequences[i]], p = batch.positions[i]
+                cache.keyRow(layer: l, position: p).update(from: row + qd, count: kvd)
+                cache.valueRow(layer: l, position: p).update(from: row + qd + kvd, count: kvd)
+            }
+            for segment in segments {
+                let cache = caches[batch.sequences[segment.lowerBound]]
+                attend(rows: segment, layer: l, batch: batch, cache: cache, scratch: scratch, scale: scale)
+            }
+            Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput.pointer, outputs: d, inputs: qd,
+                        output: x, outputStride: d, accumulate: true)
+
+            // MLP block: x += Wdown · (silu(Wgate·n) ⊙ Wup·n), n = rmsnorm(x)
+            tsr_rmsnorm_rows(normed, x, w.ffnNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
+            Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp.pointer, outputs: 2 * ff, inputs: d,
+                        output: gu, outputStride: 2 * ff, accumulate: false)
+            tsr_silu_mul_rows(gu, Int64(2 * ff), gu + ff, Int64(2 * ff), Int64(n), Int64(ff))
+            Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down.pointer, outputs: d, inputs: ff,
+                        output: x, outputStride: d, accumulate: true)
+        }
+        for i in 0..<n { caches[batch.sequences[i]].count = max(caches[batch.sequences[i]].count, batch.positions[i] + 1) }
+
+        // Final norm and LM head, only for the rows that want logits.
+        let m = batch.logitRows.count
+        for (j, row) in batch.logitRows.enumerated() {
+            tsr_rmsnorm_rows(normed + j * d, x + row * d, weights.outputNorm.pointer, 1, Int64(d), c.rmsNormEpsilon)
+        }
+        if m > 0 {
+            Self.linear(rows: m, input: normed, inputStride: d, weight: weights.lmHead.pointer, outputs: c.vocabularySize,
+                        inputs: d, output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false)
+        }
+        return scratch.logits.pointer
+    }
+
+    /// output(rows, outputs) (+)= input(rows, inputs) · weight(outputs, inputs)ᵀ, through OpenBLAS.
+    @inline(__always)
+    static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
+                       outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs),
+                    1, input, Int32(inputStride), weight, Int32(inputs), accumulate ? 1 : 0, output, Int32(outputStride))
+    }
+
+    /// Maximal runs of consecutive rows of one sequence at consecutive positions.
+    static func segments(of batch: ForwardBatch) -> [Range<Int>] {
+        var result: [Range<Int>] = []
+        var start = 0
+        for i in 1...batch.count {
+            if i == batch.count || batch.sequences[i] != batch.sequences[start] || batch.positions[i] != batch.positions[i - 1] + 1 {
+                result.append(start..<i)
+                start = i
+            }
+        }
+        return result
+    }
+
+    /// Causal attention for a run of rows of one sequence, reading only that sequence's cache.
+    private func attend(rows: Range<Int>, layer l: Int, batch: ForwardBatch, cache: KVCache, scratch: ForwardScratch, scale: Float) {
+        let c = config
+        let qd = c.queryDimension, kvd = c.kvDimension, qkvd = qd + 2 * kvd, hd = c.headDimension
+        let qkv = scratch.qkv.pointer, out = scratch.attention.pointer, scores = scratch.scores.pointer
+        let keys = cache.keyRow(layer: l, position: 0), values = cache.valueRow(layer: l, position: 0)
+        if rows.count < Self.gemmAttentionMinimumRows {
+            for i in rows {
+                tsr_attention_row(out + i * qd, qkv + i * qkvd, keys, values, Int64(batch.positions[i] + 1), Int64(kvd),
+                                  Int64(c.headCount), Int64(c.kvHeadCount), Int64(hd), scale, scores)
+            }
+            return
+        }
+        // Prefill: per head, scores = Q·Kᵀ over the whole visible context, masked softmax, then ·V.
+        let first = rows.lowerBound, count = rows.count
+        let firstPosition = batch.positions[first], context = firstPosition + count
+        let group = c.headCount / c.kvHeadCount
+        for h in 0..<c.headCount {
+            let kvHead = h / group
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(context), Int32(hd),
+                        1, qkv + first * qkvd + h * hd, Int32(qkvd), keys + kvHead * hd, Int32(kvd),
+                        0, scores, Int32(context))
+            tsr_causal_softmax_rows(scores, Int64(count), Int64(context), Int64(context), Int64(firstPosition), scale)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(context),
+                        1, scores, Int32(context), values + kvHead * hd, Int32(kvd),
+                        0, out + first * qd + h * hd, Int32(qd))
+        }
+    }
+}

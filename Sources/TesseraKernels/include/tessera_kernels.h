@@ -1,0 +1,92 @@
+// Tessera's C compute core: CPU kernels for everything that is not a matmul.
+//
+// Contract for every function here: raw pointers, sizes and strides in; nothing is
+// allocated, nothing is printed, nothing exits. Functions that can meet bad input
+// return a tsr_status. Matmuls are not here: they go through cblas_sgemm.
+#ifndef TESSERA_KERNELS_H
+#define TESSERA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    TSR_OK = 0,
+    TSR_ERR_UNSUPPORTED_TYPE = 1,
+    TSR_ERR_BAD_SIZE = 2,
+} tsr_status;
+
+// ggml tensor type ids, as stored in GGUF tensor infos.
+enum {
+    TSR_GGML_F32 = 0,
+    TSR_GGML_F16 = 1,
+    TSR_GGML_Q4_0 = 2,
+    TSR_GGML_Q4_1 = 3,
+    TSR_GGML_Q8_0 = 8,
+    TSR_GGML_Q4_K = 12,
+    TSR_GGML_Q6_K = 14,
+    TSR_GGML_BF16 = 30,
+};
+
+// ---- dequantization (dequant.c) ----
+
+/// Elements per block of `ggml_type` (1 for plain float types), or 0 if unsupported.
+int64_t tsr_type_block_elements(int ggml_type);
+/// Bytes per block of `ggml_type`, or 0 if unsupported.
+int64_t tsr_type_block_bytes(int ggml_type);
+/// Dequantizes `n` elements (a multiple of the block size) from `src` into `dst`.
+tsr_status tsr_dequantize(int ggml_type, const void *src, float *dst, int64_t n);
+/// IEEE half and bfloat16 to float.
+float tsr_f16_to_f32(uint16_t h);
+float tsr_bf16_to_f32(uint16_t h);
+
+// ---- elementwise and normalisation (ops.c) ----
+
+/// out[r] = x[r] / rms(x[r]) * weight, for `rows` rows of `n` (HF LlamaRMSNorm, eps inside the sqrt).
+void tsr_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps);
+/// gate[i] = silu(gate[i]) * up[i] for `rows` rows of `n`; gate and up have row strides.
+void tsr_silu_mul_rows(float *gate, int64_t gate_stride, const float *up, int64_t up_stride,
+                       int64_t rows, int64_t n);
+/// y[i] += x[i]
+void tsr_add(float *y, const float *x, int64_t n);
+/// In-place numerically stable softmax of x[0..<n].
+void tsr_softmax(float *x, int64_t n);
+/// Index of the largest element (first on ties); -1 when n <= 0.
+int64_t tsr_argmax(const float *x, int64_t n);
+
+// ---- rotary position embedding (rope.c) ----
+
+/// Fills cos/sin tables for one position: angle_i = pos * base^(-2i/rot_dim), i < rot_dim/2.
+void tsr_rope_angles(float *cos_out, float *sin_out, int64_t pos, int64_t rot_dim, float freq_base);
+/// Rotate-half ("NeoX", as HF Llama) RoPE in place on one row of `n_heads` heads of `head_dim`,
+/// rotating the first `rot_dim` dims of each head with the given tables.
+void tsr_rope_neox(float *x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
+                   const float *cos_t, const float *sin_t);
+
+// ---- attention (attention.c) ----
+
+/// Causal attention for one query row over `n_ctx` cached positions of its own sequence.
+/// q: [n_heads * head_dim]; k, v: n_ctx rows with stride `kv_stride` floats, head kvh at kvh*head_dim;
+/// out: [n_heads * head_dim]; scratch: at least n_ctx floats. Grouped-query: head h reads kv head
+/// h / (n_heads / n_kv_heads).
+void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
+                       int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
+                       int64_t head_dim, float scale, float *scratch);
+/// Causal mask + scaled softmax for a block of attention scores: row i (query at position
+/// first_pos + i) keeps columns 0...first_pos+i, the rest become 0 after softmax.
+void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
+                             int64_t first_pos, float scale);
+
+// ---- CPU features (cpu.c) ----
+
+/// Bit set of TSR_CPU_* for the running CPU.
+enum { TSR_CPU_AVX2 = 1, TSR_CPU_FMA = 2, TSR_CPU_AVX512F = 4, TSR_CPU_AVX512VNNI = 8, TSR_CPU_F16C = 16 };
+int tsr_cpu_features(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Tessera
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct BenchModelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-model",
+        abstract: "Prefill and decode speed of the base model on fixed prompt tokens (see bench/model_bench.py).")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "A JSON list of prompt token ids (bench/prompt_tokens_512.json).")
+    var promptTokensFile: String
+
+    @Option(help: "Tokens to decode greedily after the prompt (end-of-sequence ignored).")
+    var genTokens = 128
+
+    @Option(help: "Measured runs (after one warm-up run).")
+    var runs = 3
+
+    @Flag(help: "Print one JSON object (the contract bench/model_bench.py reads).")
+    var json = false
+
+    struct Output: Encodable {
+        let engine = "tessera"
+        let threads: Int
+        let prefill_tokens_per_s: [Double]
+        let decode_tokens_per_s: [Double]
+        let peak_rss_bytes: Int
+        let system_info: String
+    }
+
+    func run() async throws {
+        try reportingErrors {
+            guard let data = FileManager.default.contents(atPath: promptTokensFile),
+                  let prompt = try? JSONDecoder().decode([Int32].self, from: data), !prompt.isEmpty else {
+                throw ValidationError("--prompt-tokens-file \(promptTokensFile) is not a non-empty JSON list of token ids")
+            }
+            let bundle = try modelOptions.load()
+            let generator = Generator(model: bundle.model, tokenizer: nil)
+            generator.prefillChunk = prompt.count
+            var prefill: [Double] = []
+            var decode: [Double] = []
+            let request = GenerationRequest(promptTokens: prompt, maxTokens: genTokens + 1, ignoreEOS: true)
+            for run in 0...runs {
+                let result = try generator.generate(request)
+                // The first generated token comes from the prefill logits; decode covers the rest.
+                if run > 0 {
+                    prefill.append(Double(prompt.count) / result.prefillSeconds)
+                    decode.append(Double(genTokens) / result.decodeSeconds)
+                }
+            }
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let output = Output(threads: ComputeThreads.current, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
+                                peak_rss_bytes: Int(usage.ru_maxrss) * 1024, system_info: ComputeThreads.report)
+            if json {
+                try printJSON(output)
+            } else {
+                let median = { (xs: [Double]) in xs.sorted()[xs.count / 2] }
+                print(ComputeThreads.report)
+                print(String(format: "prefill %d tokens: %.1f tok/s (median of %d)", prompt.count, median(prefill), runs))
+                print(String(format: "decode %d tokens: %.1f tok/s (median of %d)", genTokens, median(decode), runs))
+                print(String(format: "peak RSS: %.0f MB", Double(output.peak_rss_bytes) / 1e6))
+            }
+        }
+    }
+}

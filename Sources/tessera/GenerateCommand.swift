@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import Tessera
+
+struct GenerateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate", abstract: "Generate text from a prompt, streaming it to stdout.")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "The prompt.")
+    var prompt: String
+
+    @Flag(help: "Wrap the prompt as a user message in the model's chat template.")
+    var chat = false
+
+    @Option(help: "Most tokens to generate.")
+    var maxTokens = 128
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(help: "Nucleus sampling: keep the most likely tokens up to this total probability.")
+    var topP: Float = 1
+
+    @Option(help: "Keep only the k most likely tokens (0 = off).")
+    var topK = 0
+
+    @Option(help: "Drop tokens less likely than min-p times the most likely one (0 = off).")
+    var minP: Float = 0
+
+    @Option(help: "Penalty for tokens already seen (1 = off).")
+    var repetitionPenalty: Float = 1
+
+    @Option(help: "Seed of the sampler's random generator.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Stop when the text contains this string (repeatable).")
+    var stop: [String] = []
+
+    @Flag(help: "Keep generating past end-of-sequence tokens, up to --max-tokens.")
+    var ignoreEos = false
+
+    @Flag(help: "Print one JSON object {\"token_ids\": [...], \"text\": \"...\"} with only the generated tokens.")
+    var json = false
+
+    struct Output: Encodable {
+        let token_ids: [Int32]
+        let text: String
+    }
+
+    func run() async throws {
+        try reportingErrors {
+            let bundle = try modelOptions.load()
+            guard let tokenizer = bundle.tokenizer else {
+                throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
+            }
+            var text = prompt
+            if chat {
+                let template = try bundle.chatTemplate()
+                text = template.render([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)
+            }
+            let request = GenerationRequest(
+                promptTokens: tokenizer.encode(text),
+                maxTokens: maxTokens,
+                sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
+                                             repetitionPenalty: repetitionPenalty, seed: seed),
+                ignoreEOS: ignoreEos, stopStrings: stop)
+            let generator = Generator(model: bundle.model, tokenizer: tokenizer)
+            let stdout = FileHandle.standardOutput
+            let result = try generator.generate(request) { piece in
+                if !json { stdout.write(Data(piece.utf8)) }
+                return true
+            }
+            if json {
+                try printJSON(Output(token_ids: result.tokenIds, text: result.text))
+            } else {
+                stdout.write(Data("\n".utf8))
+            }
+        }
+    }
+}

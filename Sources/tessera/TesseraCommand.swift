@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Tessera
+
+@main
+struct TesseraCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tessera",
+        abstract: "Serve one shared base LLM to many tenants, each with their own LoRA adapters.",
+        subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
+                      ModelsCommand.self, BenchModelCommand.self]
+    )
+}
+
+/// Options every model-using command shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A GGUF file or a Hugging Face model directory. Default: SmolLM2-135M-Instruct, fetched on first use.")
+    var model: String?
+
+    @Option(help: "Compute threads (OpenBLAS included). Default: all cores.")
+    var threads: Int?
+
+    /// Loads the model (fetching the default one if needed) after setting the thread count.
+    func load() throws -> ModelBundle {
+        ComputeThreads.configure(threads: threads ?? ComputeThreads.available)
+        let path = try model ?? DefaultModel.ensure(log: { printError($0) }).path
+        return try ModelBundle.load(path: path)
+    }
+}
+
+/// Options for commands that take text.
+struct TextOptions: ParsableArguments {
+    @Option(help: "The text.")
+    var text: String?
+
+    @Option(help: "Read the text from a file (must be UTF-8).")
+    var textFile: String?
+
+    func utf8Bytes() throws -> [UInt8] {
+        if let text { return Array(text.utf8) }
+        if let textFile {
+            guard let data = FileManager.default.contents(atPath: textFile) else {
+                throw ValidationError("cannot read --text-file \(textFile)")
+            }
+            return Array(data)
+        }
+        throw ValidationError("give --text or --text-file")
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Writes one JSON object on a line of stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
+}
+
+/// Makes errors print as their own description ("file: reason"), with exit code 1.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as ValidationError { throw e } catch let e as CleanExit { throw e } catch let e as ExitCode {
+        throw e
+    } catch {
+        printError("error: \(error)")
+        throw ExitCode.failure
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (system packages, the default model) and
+# runs the whole suite. Fixtures are committed; regenerating them is tools/make-fixtures.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+swift build --build-tests
+swift run tessera models pull >/dev/null
+swift test --skip-build "$@"
