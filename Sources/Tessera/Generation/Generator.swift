@@ -67,7 +67,7 @@ public final class Generator: @unchecked Sendable {
             for i in start..<end {
                 batch.append(token: tokens[i], position: cache.count + (i - start), sequence: 0, wantLogits: i == end - 1)
             }
-            logits = try model.forward(batch, caches: [cache], scratch: scratch)
+            logits = try model.forward(batch, caches: [cache], scratch: scratch).pointer
             start = end
         }
         guard let logits else { throw InferenceError.invalidBatch("no prompt tokens") }
@@ -112,7 +112,7 @@ public final class Generator: @unchecked Sendable {
                 if generated.count == maxTokens { break }
                 batch.removeAll()
                 batch.append(token: token, position: cache.count, sequence: 0, wantLogits: true)
-                logits = try model.forward(batch, caches: [cache], scratch: scratch)
+                logits = try model.forward(batch, caches: [cache], scratch: scratch).pointer
             }
         }
         if finish == .length || !stops.stopped {
@@ -146,7 +146,7 @@ public final class Generator: @unchecked Sendable {
             for i in start..<end { batch.append(token: tokens[i], position: i, sequence: 0, wantLogits: true) }
             let logits = try model.forward(batch, caches: [cache], scratch: scratch)
             for (j, i) in (start..<end).enumerated() {
-                let row = logits + j * vocab
+                let row = logits.pointer + j * vocab
                 result.append(Self.logSoftmax(row, count: vocab, at: Int(tokens[i + 1])))
             }
             start = end

@@ -35,11 +35,9 @@ public final class LlamaModel: Sendable {
     public func makeScratch() -> ForwardScratch { ForwardScratch(config: config) }
 
     /// Runs the batch: writes each row's keys and values into its sequence's cache, and returns
-    /// the logits of the rows in `batch.logitRows`, as a `(logitRows.count, vocab)` row-major
-    /// pointer into `scratch` (valid until the next call with the same scratch).
-    public func forward(_ batch: ForwardBatch, caches: [KVCache], scratch: ForwardScratch) throws(InferenceError)
-        -> UnsafeMutablePointer<Float>
-    {
+    /// the logits of the rows in `batch.logitRows`, in that order. The logits live in `scratch`
+    /// and are overwritten by the next call with the same scratch.
+    public func forward(_ batch: ForwardBatch, caches: [KVCache], scratch: ForwardScratch) throws(InferenceError) -> Logits {
         let c = config
         let n = batch.count
         guard n > 0 else { throw InferenceError.invalidBatch("no rows") }
@@ -112,7 +110,7 @@ public final class LlamaModel: Sendable {
             Self.linear(rows: m, input: normed, inputStride: d, weight: weights.lmHead.pointer, outputs: c.vocabularySize,
                         inputs: d, output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false)
         }
-        return scratch.logits.pointer
+        return Logits(scratch: scratch, rows: m, vocabularySize: c.vocabularySize)
     }
 
     /// output(rows, outputs) (+)= input(rows, inputs) · weight(outputs, inputs)ᵀ, through OpenBLAS.
@@ -164,4 +162,25 @@ public final class LlamaModel: Sendable {
                         0, out + first * qd + h * hd, Int32(qd))
         }
     }
+}
+
+/// Logits of a forward pass: `rows × vocabularySize`, row-major, held in (and keeping alive)
+/// the scratch that computed them.
+public struct Logits: @unchecked Sendable {
+    let scratch: ForwardScratch
+    /// Number of rows (the batch's `logitRows`).
+    public let rows: Int
+    public let vocabularySize: Int
+
+    /// The first element; rows follow each other.
+    public var pointer: UnsafeMutablePointer<Float> { scratch.logits.pointer }
+
+    /// Row `i` in place.
+    public func row(_ i: Int) -> UnsafeMutableBufferPointer<Float> {
+        precondition(i >= 0 && i < rows, "logit row out of range")
+        return UnsafeMutableBufferPointer(start: scratch.logits.pointer + i * vocabularySize, count: vocabularySize)
+    }
+
+    /// A copy of row `i`.
+    public func array(_ i: Int) -> [Float] { Array(row(i)) }
 }

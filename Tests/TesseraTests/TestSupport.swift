@@ -1,0 +1,60 @@
+import Foundation
+import XCTest
+@testable import Tessera
+
+/// Fixture locations and tolerance helpers shared by the tests.
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
+    static func path(_ relative: String) -> String { url(relative).path }
+
+    static func json(_ relative: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: url(relative))
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    static func floats(_ relative: String) throws -> [Float] {
+        let data = try Data(contentsOf: url(relative))
+        return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    /// The default model, fetched if missing (the test command pulls it first).
+    static func defaultModelPath() throws -> String { try DefaultModel.ensure().path }
+
+    /// A fresh temporary directory, removed at process exit by the OS's tmp cleaning.
+    static func temporaryDirectory() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+/// Largest |a[i] - b[i]|.
+func maxAbsDifference(_ a: some Collection<Float>, _ b: some Collection<Float>) -> Float {
+    precondition(a.count == b.count)
+    return zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
+}
+
+/// Asserts the two arrays have equal length and differ by at most `tolerance` anywhere.
+func assertClose(_ actual: [Float], _ expected: [Float], tolerance: Float, _ message: String = "",
+                 file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(actual.count, expected.count, "length \(message)", file: file, line: line)
+    guard actual.count == expected.count else { return }
+    let diff = maxAbsDifference(actual, expected)
+    XCTAssertLessThanOrEqual(diff, tolerance, "max |Δ| \(diff) > \(tolerance) \(message)", file: file, line: line)
+}
+
+/// Runs a whole sequence through the model and returns the logits of every position.
+func allLogits(_ model: LlamaModel, tokens: [Int32]) throws -> [[Float]] {
+    let cache = try model.makeCache(capacity: tokens.count)
+    let scratch = model.makeScratch()
+    var batch = ForwardBatch()
+    for (i, t) in tokens.enumerated() { batch.append(token: t, position: i, sequence: 0, wantLogits: true) }
+    let logits = try model.forward(batch, caches: [cache], scratch: scratch)
+    return (0..<tokens.count).map { logits.array($0) }
+}
+
+extension Array where Element == Any {
+    var int32s: [Int32] { compactMap { ($0 as? NSNumber)?.int32Value } }
+    var floats: [Float] { compactMap { ($0 as? NSNumber)?.floatValue } }
+}
