@@ -117,6 +117,13 @@ public final class LlamaModel: Sendable {
     @inline(__always)
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
                        outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool) {
+        if rows == 1 {
+            // OpenBLAS 0.3.21's sgemm packs the whole weight matrix even for one row; sgemv
+            // streams it once, which is what a decode step is bound by.
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), 1, weight, Int32(inputs),
+                        input, 1, accumulate ? 1 : 0, output, 1)
+            return
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs),
                     1, input, Int32(inputStride), weight, Int32(inputs), accumulate ? 1 : 0, output, Int32(outputStride))
     }

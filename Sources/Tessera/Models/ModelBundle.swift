@@ -76,7 +76,9 @@ public struct ModelBundle: Sendable {
             preTokenizer: m["tokenizer.ggml.pre"]?.stringValue,
             bosTokenId: id("tokenizer.ggml.bos_token_id"), eosTokenId: id("tokenizer.ggml.eos_token_id"),
             unknownTokenId: id("tokenizer.ggml.unknown_token_id"), paddingTokenId: id("tokenizer.ggml.padding_token_id"),
-            addBOS: m["tokenizer.ggml.add_bos_token"]?.boolValue ?? false,
+            // llama.cpp's default when the key is absent: BOS for Llama-3-style vocabularies.
+            addBOS: m["tokenizer.ggml.add_bos_token"]?.boolValue
+                ?? ["llama-bpe", "llama3", "llama-v3"].contains(m["tokenizer.ggml.pre"]?.stringValue ?? ""),
             addEOS: m["tokenizer.ggml.add_eos_token"]?.boolValue ?? false,
             chatTemplate: m["tokenizer.chat_template"]?.stringValue)
         return try Tokenizer(spec: spec)

@@ -64,11 +64,11 @@ struct BytePairMerger {
     private var next: [Int32] = []
     private var heap: [UInt64] = []  // (rank << 32) | position
 
-    /// Appends the token ids of `bytes` to `output`. `byteIds[b]` is the token of single byte `b`
-    /// (-1 when the vocabulary lacks it: then `unknownId` is used, or the byte is dropped).
+    /// Appends the token ids of `bytes` to `output`. `byteIds[b]` is the token of single byte `b`, or -1
+    /// when the vocabulary lacks it; such a byte is dropped, as Hugging Face (with no `unk_token`, as
+    /// byte-level models have) and llama.cpp both do. SmolLM2 lacks 21 of the 256 bytes.
     mutating func encode(
-        _ bytes: UnsafeBufferPointer<UInt8>, merges: MergeTable, byteIds: [Int32], unknownId: Int32?,
-        into output: inout [Int32]
+        _ bytes: UnsafeBufferPointer<UInt8>, merges: MergeTable, byteIds: [Int32], into output: inout [Int32]
     ) {
         let n = bytes.count
         if n == 0 { return }
@@ -114,11 +114,7 @@ struct BytePairMerger {
         var k = 0
         while k < n {
             let id = ids[k]
-            if id >= 0 {
-                output.append(id)
-            } else if let unknownId {
-                output.append(unknownId)  // a byte without a token (merged-away symbols are off the `next` chain)
-            }
+            if id >= 0 { output.append(id) }  // -1 here is a byte without a token (merged-away symbols are off the chain)
             k = Int(next[k])
         }
     }
@@ -161,7 +157,7 @@ struct BytePairMerger {
 final class PieceCache: @unchecked Sendable {
     // @unchecked: `entries` is only touched with `lock` held.
     private let lock = NSLock()
-    private var entries: [ArraySlice<UInt8>: [Int32]] = [:]
+    private var entries: [PieceKey: [Int32]] = [:]
     private let limit: Int
 
     init(limit: Int = 100_000) { self.limit = limit }
@@ -171,16 +167,33 @@ final class PieceCache: @unchecked Sendable {
     func append(_ piece: ArraySlice<UInt8>, to output: inout [Int32]) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        guard let ids = entries[piece] else { return false }
+        guard let ids = entries[PieceKey(bytes: piece)] else { return false }
         output.append(contentsOf: ids)
         return true
     }
 
     func insert(_ piece: ArraySlice<UInt8>, ids: ArraySlice<Int32>) {
-        let key = ArraySlice(Array(piece))  // own copy: a slice would keep the caller's whole buffer alive
+        let key = PieceKey(bytes: ArraySlice(Array(piece)))  // own copy: a slice would keep the caller's whole buffer alive
         lock.lock()
         defer { lock.unlock() }
         if entries.count >= limit { entries.removeAll(keepingCapacity: true) }
         entries[key] = Array(ids)
+    }
+}
+
+/// Pre-token bytes as a dictionary key, hashed in one call rather than byte by byte.
+private struct PieceKey: Hashable {
+    let bytes: ArraySlice<UInt8>
+
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    static func == (a: PieceKey, b: PieceKey) -> Bool {
+        guard a.bytes.count == b.bytes.count else { return false }
+        guard !a.bytes.isEmpty else { return true }
+        return a.bytes.withUnsafeBytes { x in
+            b.bytes.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
+        }
     }
 }

@@ -18,9 +18,12 @@ struct PreTokenizer: Sendable {
     }
 
     let steps: [Step]
+    /// Whether llama.cpp turns on `ignore_merges` for this pre-tokenizer (it does for the Llama 3 names).
+    let ignoresMergesByDefault: Bool
 
     /// The pre-tokenizer GGUF's `tokenizer.ggml.pre` names (llama.cpp's names).
     init(ggufName name: String?) throws {
+        ignoresMergesByDefault = ["llama-bpe", "llama3", "llama-v3", "falcon3"].contains(name)
         switch name {
         case nil, "default", "gpt2", "gpt-2", "phi-2", "roberta-bpe":
             steps = [.gpt2]
@@ -35,10 +38,10 @@ struct PreTokenizer: Sendable {
         }
     }
 
-    init(steps: [Step]) { self.steps = steps }
-
-    /// Whether llama.cpp turns on `ignore_merges` for this pre-tokenizer (it does for Llama 3).
-    var ignoresMergesByDefault: Bool { steps == [.llama3(maxDigits: 3)] }
+    init(steps: [Step]) {
+        self.steps = steps
+        ignoresMergesByDefault = false
+    }
 
     /// The GGUF name of a step list, when it has one (a `tokenizer.json` is mapped onto these).
     var ggufName: String? {
@@ -207,11 +210,15 @@ enum ScalarClass {
     /// `'` (U+0027), which starts a contraction.
     static let apostrophe: UInt8 = 1 << 4
 
-    private static let asciiTable: [UInt8] = (0..<128).map { classify(Unicode.Scalar(UInt8($0))) }
+    /// Classes of the Basic Multilingual Plane (64 KiB, built once): property lookups are slow enough
+    /// to dominate encoding of non-Latin text. Surrogate code points, never decoded, are `other`.
+    private static let basicPlane: [UInt8] = (0..<0x10000).map { value in
+        Unicode.Scalar(UInt32(value)).map(classify) ?? other
+    }
 
     @inline(__always)
     static func of(_ value: UInt32) -> UInt8 {
-        if value < 128 { return asciiTable[Int(value)] }
+        if value < 0x10000 { return basicPlane[Int(value)] }
         return classify(Unicode.Scalar(value) ?? "\u{FFFD}")
     }
 

@@ -15,7 +15,8 @@ public final class Tokenizer: Sendable {
     public let bosTokenId: Int32?
     /// End-of-sequence token id, if the model has one.
     public let eosTokenId: Int32?
-    /// Id used for a byte the vocabulary lacks.
+    /// The model's unknown token. Byte-level BPE never produces it: a byte the vocabulary lacks is
+    /// dropped, as Hugging Face and llama.cpp do.
     public let unknownTokenId: Int32?
     /// Id used to pad batches.
     public let paddingTokenId: Int32?
@@ -226,7 +227,7 @@ public final class Tokenizer: Sendable {
             let bytes = text.bytes[byteRange]
             if bytes.count == 1 {
                 let id = tokenizer.byteIds[Int(bytes[bytes.startIndex])]
-                if id >= 0 { output.append(id) } else if let unknown = tokenizer.unknownTokenId { output.append(unknown) }
+                if id >= 0 { output.append(id) }  // a byte the vocabulary lacks is dropped (see BytePairMerger)
                 return
             }
             let cacheable = bytes.count <= Tokenizer.longestCachedPiece
@@ -236,12 +237,45 @@ public final class Tokenizer: Sendable {
                 output.append(id)
             } else {
                 bytes.withUnsafeBufferPointer { buffer in
-                    merger.encode(buffer, merges: tokenizer.merges, byteIds: tokenizer.byteIds,
-                                  unknownId: tokenizer.unknownTokenId, into: &output)
+                    merger.encode(buffer, merges: tokenizer.merges, byteIds: tokenizer.byteIds, into: &output)
                 }
             }
             if cacheable { tokenizer.cache.insert(bytes, ids: output[start...]) }
         }
+    }
+
+    /// The pieces BPE would run on, in order: each special token written in the text as one piece, and
+    /// the pre-tokenizer's pieces of the text between them (like Hugging Face's `pre_tokenize_str`;
+    /// an NFC normalizer is not applied here). For inspecting and testing how text is split.
+    public func preTokenize(_ text: String) -> [String] {
+        let bytes = Array(text.utf8)
+        var result: [String] = []
+        var classified = ClassifiedText()
+        classified.bytes = bytes
+        var pieces: [Range<Int>] = [], scratch: [Range<Int>] = []
+        func splitStretch(_ range: Range<Int>) {
+            guard !range.isEmpty else { return }
+            classified.load(range)
+            let count = classified.classes.count
+            classified.withView { preTokenizer.split($0, 0..<count, into: &pieces, scratch: &scratch) }
+            for piece in pieces { result.append(String(decoding: bytes[classified.byteRange(piece)], as: UTF8.self)) }
+        }
+        var stretchStart = 0
+        var i = 0
+        bytes.withUnsafeBufferPointer { buffer in
+            while i < buffer.count {
+                if let match = specialTokens.match(buffer, at: i) {
+                    splitStretch(stretchStart..<i)
+                    result.append(String(decoding: buffer[i..<match.end], as: UTF8.self))
+                    i = match.end
+                    stretchStart = i
+                } else {
+                    i += 1
+                }
+            }
+        }
+        splitStretch(stretchStart..<bytes.count)
+        return result
     }
 
     // MARK: - Decoding

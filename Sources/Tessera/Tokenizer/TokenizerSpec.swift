@@ -21,7 +21,8 @@ public struct TokenizerSpec: Sendable {
     public var bosTokenId: Int32?
     /// End-of-sequence token id.
     public var eosTokenId: Int32?
-    /// Id used for bytes or pieces that have no token.
+    /// The unknown token (informational: byte-level BPE drops a byte that has no token, as Hugging Face
+    /// and llama.cpp do).
     public var unknownTokenId: Int32?
     /// Id used to pad batches.
     public var paddingTokenId: Int32?
