@@ -34,24 +34,28 @@ struct BenchModelCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try reportingErrors {
+        try await reportingErrors {
             guard let data = FileManager.default.contents(atPath: promptTokensFile),
                   let prompt = try? JSONDecoder().decode([Int32].self, from: data), !prompt.isEmpty else {
                 throw ValidationError("--prompt-tokens-file \(promptTokensFile) is not a non-empty JSON list of token ids")
             }
-            let bundle = try modelOptions.load()
+            let modelOptions = self.modelOptions
+            let bundle = try await onComputeThread { try modelOptions.load() }
             let generator = Generator(model: bundle.model, tokenizer: nil)
             generator.prefillChunk = prompt.count
-            var prefill: [Double] = []
-            var decode: [Double] = []
             let request = GenerationRequest(promptTokens: prompt, maxTokens: genTokens + 1, ignoreEOS: true)
-            for run in 0...runs {
-                let result = try generator.generate(request)
-                // The first generated token comes from the prefill logits; decode covers the rest.
-                if run > 0 {
-                    prefill.append(Double(prompt.count) / result.prefillSeconds)
-                    decode.append(Double(genTokens) / result.decodeSeconds)
+            let (runs, genTokens) = (self.runs, self.genTokens)
+            let (prefill, decode) = try await onComputeThread {
+                var prefill: [Double] = [], decode: [Double] = []
+                for run in 0...runs {
+                    let result = try generator.generate(request)
+                    // The first generated token comes from the prefill logits; decode covers the rest.
+                    if run > 0 {
+                        prefill.append(Double(prompt.count) / result.prefillSeconds)
+                        decode.append(Double(genTokens) / result.decodeSeconds)
+                    }
                 }
+                return (prefill, decode)
             }
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)

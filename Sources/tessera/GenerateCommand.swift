@@ -49,8 +49,9 @@ struct GenerateCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try reportingErrors {
-            let bundle = try modelOptions.load()
+        try await reportingErrors {
+            let modelOptions = self.modelOptions
+            let bundle = try await onComputeThread { try modelOptions.load() }
             guard let tokenizer = bundle.tokenizer else {
                 throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
             }
@@ -66,15 +67,17 @@ struct GenerateCommand: AsyncParsableCommand {
                                              repetitionPenalty: repetitionPenalty, seed: seed),
                 ignoreEOS: ignoreEos, stopStrings: stop)
             let generator = Generator(model: bundle.model, tokenizer: tokenizer)
-            let stdout = FileHandle.standardOutput
-            let result = try generator.generate(request) { piece in
-                if !json { stdout.write(Data(piece.utf8)) }
-                return true
+            let json = self.json
+            let result = try await onComputeThread {
+                try generator.generate(request) { piece in
+                    if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
+                    return true
+                }
             }
             if json {
                 try printJSON(Output(token_ids: result.tokenIds, text: result.text))
             } else {
-                stdout.write(Data("\n".utf8))
+                FileHandle.standardOutput.write(Data("\n".utf8))
             }
         }
     }

@@ -9,7 +9,7 @@ struct ModelsCommand: AsyncParsableCommand {
     struct Pull: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Fetch the default model (SmolLM2-135M-Instruct Q4_1) into the cache.")
         func run() async throws {
-            try reportingErrors {
+            try await reportingErrors {
                 let url = try DefaultModel.ensure(log: { printError($0) })
                 print(url.path)
             }

@@ -19,12 +19,13 @@ struct ScoreCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try reportingErrors {
+        try await reportingErrors {
             let bytes = try textOptions.utf8Bytes()
-            let bundle = try modelOptions.load()
+            let modelOptions = self.modelOptions
+            let bundle = try await onComputeThread { try modelOptions.load() }
             guard let tokenizer = bundle.tokenizer else { throw ValidationError("\(bundle.model.source) has no tokenizer") }
             let ids = try tokenizer.encode(utf8: bytes)
-            let logprobs = try Generator(model: bundle.model, tokenizer: tokenizer).score(ids)
+            let logprobs = try await onComputeThread { try Generator(model: bundle.model, tokenizer: tokenizer).score(ids) }
             if json {
                 try printJSON(Output(token_ids: ids, logprobs: logprobs))
             } else {

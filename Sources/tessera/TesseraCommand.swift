@@ -61,11 +61,20 @@ func printJSON<T: Encodable>(_ value: T) throws {
 }
 
 /// Makes errors print as their own description ("file: reason"), with exit code 1.
-func reportingErrors<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as ValidationError { throw e } catch let e as CleanExit { throw e } catch let e as ExitCode {
+func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch let e as ValidationError { throw e } catch let e as CleanExit { throw e } catch let e as ExitCode {
         throw e
     } catch {
         printError("error: \(error)")
         throw ExitCode.failure
     }
+}
+
+/// The CLI's dedicated compute thread: model loading and forward passes never run on Swift's
+/// cooperative pool.
+let computeThread = ComputeThread()
+
+/// Runs `body` on the compute thread.
+func onComputeThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await computeThread.run(body)
 }

@@ -15,7 +15,7 @@ struct TokenizeCommand: AsyncParsableCommand {
     struct Output: Encodable { let token_ids: [Int32] }
 
     func run() async throws {
-        try reportingErrors {
+        try await reportingErrors {
             let bytes = try textOptions.utf8Bytes()
             let tokenizer = try loadTokenizer(model)
             let ids = try tokenizer.encode(utf8: bytes)
@@ -39,7 +39,7 @@ struct DetokenizeCommand: AsyncParsableCommand {
     struct Output: Encodable { let text: String }
 
     func run() async throws {
-        try reportingErrors {
+        try await reportingErrors {
             let tokens = try ids.joined(separator: " ")
                 .split(whereSeparator: { " ,[]\n\t".contains($0) })
                 .map { (s: Substring) throws -> Int32 in
