@@ -14,10 +14,12 @@ public final class ForwardScratch: @unchecked Sendable {
     var ropeSin: FloatBuffer!    // (rows, ropeDim/2)
     var logits: FloatBuffer!     // (logit rows, vocab)
     var scores: FloatBuffer!     // attention scores: (rows, context) for a prefill segment, or (context) for one row
+    var loraShrunk: FloatBuffer! // (rows, max rank): x · Aᵀ of one adapter segment
+    private(set) var loraCapacity = 0
 
     public init(config: LlamaConfig) { self.config = config }
 
-    func reserve(rows: Int, logitRows: Int, scores: Int) throws(InferenceError) {
+    func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0) throws(InferenceError) {
         func make(_ n: Int) throws(InferenceError) -> FloatBuffer {
             guard let b = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: n * 4) }
             return b
@@ -38,6 +40,10 @@ public final class ForwardScratch: @unchecked Sendable {
             let r = max(logitRows, 4)
             logits = try make(r * c.vocabularySize)
             logitCapacity = r
+        }
+        if loraElements > loraCapacity {
+            loraShrunk = try make(loraElements)
+            loraCapacity = loraElements
         }
         if scores > scoreCapacity {
             let n = max(scores, 4096)

@@ -37,7 +37,11 @@ public final class LlamaModel: Sendable {
     /// Runs the batch: writes each row's keys and values into its sequence's cache, and returns
     /// the logits of the rows in `batch.logitRows`, in that order. The logits live in `scratch`
     /// and are overwritten by the next call with the same scratch.
-    public func forward(_ batch: ForwardBatch, caches: [KVCache], scratch: ForwardScratch) throws(InferenceError) -> Logits {
+    ///
+    /// Rows with an adapter get its unmerged low-rank deltas, `y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ`: the base
+    /// projection once for the whole batch, the delta per run of rows sharing the adapter.
+    public func forward(_ batch: ForwardBatch, caches: [KVCache], adapters: [LoRAAdapter] = [],
+                        scratch: ForwardScratch) throws(InferenceError) -> Logits {
         let c = config
         let n = batch.count
         guard n > 0 else { throw InferenceError.invalidBatch("no rows") }
@@ -53,13 +57,19 @@ public final class LlamaModel: Sendable {
             guard s >= 0, s < caches.count else { throw InferenceError.invalidBatch("row \(i) names sequence \(s) of \(caches.count)") }
             guard p < caches[s].capacity else { throw InferenceError.contextOverflow(position: p, capacity: caches[s].capacity) }
             guard p == expected[s] else { throw InferenceError.positionGap(position: p, cached: expected[s]) }
+            let a = batch.adapters[i]
+            guard a == -1 || (a >= 0 && a < adapters.count) else { throw InferenceError.invalidBatch("row \(i) names adapter \(a) of \(adapters.count)") }
             expected[s] += 1
             maxContext = max(maxContext, p + 1)
         }
         let segments = Self.segments(of: batch)
         let longest = segments.map(\.count).max() ?? 1
         let scoreNeed = longest >= Self.gemmAttentionMinimumRows ? longest * maxContext : maxContext
-        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed)
+        for a in adapters where a.layerCount != c.layerCount {
+            throw InferenceError.invalidBatch("adapter '\(a.name)' was loaded for a model with \(a.layerCount) layers")
+        }
+        let lora = LoRASegments(batch: batch, adapters: adapters)
+        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: lora.longest * lora.maxRank)
 
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
@@ -76,6 +86,11 @@ public final class LlamaModel: Sendable {
             tsr_rmsnorm_rows(normed, x, w.attentionNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv.pointer, outputs: qkvd, inputs: d,
                         output: qkv, outputStride: qkvd, accumulate: false)
+            if !lora.isEmpty {
+                lora.apply(.q, layer: l, input: normed, inputStride: d, output: qkv, outputStride: qkvd, config: c, scratch: scratch)
+                lora.apply(.k, layer: l, input: normed, inputStride: d, output: qkv + qd, outputStride: qkvd, config: c, scratch: scratch)
+                lora.apply(.v, layer: l, input: normed, inputStride: d, output: qkv + qd + kvd, outputStride: qkvd, config: c, scratch: scratch)
+            }
             for i in 0..<n {
                 let row = qkv + i * qkvd
                 tsr_rope_neox(row, Int64(c.headCount), Int64(c.headDimension), Int64(c.ropeDimension), ropeCos + i * half, ropeSin + i * half)
@@ -90,14 +105,24 @@ public final class LlamaModel: Sendable {
             }
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput.pointer, outputs: d, inputs: qd,
                         output: x, outputStride: d, accumulate: true)
+            if !lora.isEmpty {
+                lora.apply(.o, layer: l, input: attn, inputStride: qd, output: x, outputStride: d, config: c, scratch: scratch)
+            }
 
             // MLP block: x += Wdown · (silu(Wgate·n) ⊙ Wup·n), n = rmsnorm(x)
             tsr_rmsnorm_rows(normed, x, w.ffnNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp.pointer, outputs: 2 * ff, inputs: d,
                         output: gu, outputStride: 2 * ff, accumulate: false)
+            if !lora.isEmpty {
+                lora.apply(.gate, layer: l, input: normed, inputStride: d, output: gu, outputStride: 2 * ff, config: c, scratch: scratch)
+                lora.apply(.up, layer: l, input: normed, inputStride: d, output: gu + ff, outputStride: 2 * ff, config: c, scratch: scratch)
+            }
             tsr_silu_mul_rows(gu, Int64(2 * ff), gu + ff, Int64(2 * ff), Int64(n), Int64(ff))
             Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down.pointer, outputs: d, inputs: ff,
                         output: x, outputStride: d, accumulate: true)
+            if !lora.isEmpty {
+                lora.apply(.down, layer: l, input: gu, inputStride: 2 * ff, output: x, outputStride: d, config: c, scratch: scratch)
+            }
         }
         for i in 0..<n { caches[batch.sequences[i]].count = max(caches[batch.sequences[i]].count, batch.positions[i] + 1) }
 
@@ -116,16 +141,17 @@ public final class LlamaModel: Sendable {
     /// output(rows, outputs) (+)= input(rows, inputs) · weight(outputs, inputs)ᵀ, through OpenBLAS.
     @inline(__always)
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
-                       outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool) {
+                       outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
+                       scale: Float = 1) {
         if rows == 1 {
             // OpenBLAS 0.3.21's sgemm packs the whole weight matrix even for one row; sgemv
             // streams it once, which is what a decode step is bound by.
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), 1, weight, Int32(inputs),
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), scale, weight, Int32(inputs),
                         input, 1, accumulate ? 1 : 0, output, 1)
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs),
-                    1, input, Int32(inputStride), weight, Int32(inputs), accumulate ? 1 : 0, output, Int32(outputStride))
+                    scale, input, Int32(inputStride), weight, Int32(inputs), accumulate ? 1 : 0, output, Int32(outputStride))
     }
 
     /// Maximal runs of consecutive rows of one sequence at consecutive positions.
