@@ -3,13 +3,14 @@ import PackageDescription
 
 let package = Package(
     name: "Tessera",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Tessera", targets: ["Tessera"]),
         .executable(name: "tessera", targets: ["tessera"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface, found through pkg-config.
@@ -29,7 +30,7 @@ let package = Package(
         ),
         .target(
             name: "Tessera",
-            dependencies: ["CBLAS", "TesseraKernels"],
+            dependencies: ["CBLAS", "TesseraKernels", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .executableTarget(

@@ -9,6 +9,10 @@ Writes into Tests/TesseraTests/Fixtures/ (or --out):
   dequant/blocks.gguf           one 3x512 tensor per ggml type
   dequant/<type>.f32            gguf-py's dequantization of that tensor (little-endian f32)
   dequant/manifest.json         types, ggml type ids, shapes
+  lora/<adapter>/               PEFT adapters on tiny/llama-untied + PEFT logits (unmerged)
+  lora/all-targets.gguf         that adapter as llama.cpp's convert_lora_to_gguf.py writes it
+  lora/bad/<case>/              adapters the loader must refuse
+  lora/manifest.json            per-module r, alpha, scaling as PEFT computed them
   smollm2/greedy.json           greedy continuations of the real SmolLM2 GGUF (transformers, f32)
   smollm2/tokenizer.json        corrected reference tokenizer (Digits + ByteLevel pre-tokenizer)
   smollm2/tokenizer_config.json
@@ -636,6 +640,389 @@ def make_chat_cases(d: Path, tok, chatml_template: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# d. PEFT LoRA adapters on tiny/llama-untied
+
+LORA_BASE = "tiny/llama-untied"
+LORA_ALL7 = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# PEFT refuses layers_to_transform / layers_pattern together with a regex-string target_modules
+# (LoraConfig.__post_init__: "`layers_to_transform` cannot be used when `target_modules` is a
+# str."), so the regex adapter folds the layer into its pattern and layers-subset covers
+# layers_to_transform with a list.
+LORA_ADAPTERS = [
+    # name, seed for A/B, target std of the scaled delta s*B@A, LoraConfig kwargs
+    dict(name="all-targets", seed=7101, delta_std=0.045,
+         config=dict(r=8, lora_alpha=16, target_modules=LORA_ALL7)),
+    dict(name="qv-rslora", seed=7102, delta_std=0.08,
+         config=dict(r=4, lora_alpha=8, use_rslora=True, target_modules=["q_proj", "v_proj"])),
+    dict(name="patterns-subset", seed=7103, delta_std=0.09,
+         config=dict(r=8, lora_alpha=16,
+                     target_modules=r".*\.layers\.1\.(self_attn\.(q_proj|k_proj|o_proj)|mlp\.down_proj)",
+                     rank_pattern={"k_proj": 2}, alpha_pattern={"down_proj": 5})),
+    dict(name="layers-subset", seed=7104, delta_std=0.09,
+         config=dict(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "o_proj", "down_proj"],
+                     rank_pattern={"k_proj": 2}, alpha_pattern={"down_proj": 5},
+                     layers_to_transform=[1], layers_pattern="layers")),
+    dict(name="large-rank", seed=7105, delta_std=0.05,
+         config=dict(r=64, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])),
+]
+LORA_GGUF_ADAPTER = "all-targets"
+LORA_NAN = ("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", (3, 1))
+
+
+def lora_load_base(out: Path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    m = LlamaForCausalLM.from_pretrained(out / LORA_BASE / "hf", dtype=torch.float32,
+                                         attn_implementation="eager")
+    m.name_or_path = LORA_BASE  # becomes adapter_config.json's base_model_name_or_path
+    return m.eval()
+
+
+def lora_logits(model, seqs) -> list[np.ndarray]:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in seqs:
+            out.append(model(input_ids=torch.tensor([s]), use_cache=False).logits[0].float().numpy().copy())
+    return out
+
+
+def lora_modules(model) -> list[dict]:
+    """Every LoRA layer with r, alpha and scaling as PEFT computed them."""
+    from peft.tuners.lora import LoraLayer
+
+    rows = []
+    for n, m in model.named_modules():
+        if isinstance(m, LoraLayer) and "default" in m.r:
+            n = n.removeprefix("base_model.model.")
+            rows.append({"module": n, "r": int(m.r["default"]), "alpha": float(m.lora_alpha["default"]),
+                         "scaling": float(m.scaling["default"])})
+    return rows
+
+
+def lora_fill(model, seed: int, delta_std: float) -> None:
+    """Overwrite every lora_A / lora_B with N(0, sigma), sigma chosen so that scaling*B@A has
+    about delta_std (sigma^2 * scaling * sqrt(r) = delta_std)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in sorted(params):
+            if not (".lora_A." in n or ".lora_B." in n or ".lora_embedding_A." in n or ".lora_embedding_B." in n):
+                continue
+            mod = model.get_submodule(n.split(".lora_")[0])
+            s, r = float(mod.scaling["default"]), int(mod.r["default"])
+            sigma = math.sqrt(delta_std / (s * math.sqrt(r)))
+            p = params[n]
+            p.copy_(torch.from_numpy((rng.standard_normal(tuple(p.shape)) * sigma).astype(np.float32)))
+
+
+def lora_save(model, d: Path, **save_kw) -> None:
+    """save_pretrained, then drop the model card and make adapter_config.json independent of
+    the hash seed (target_modules is a set inside PEFT) and of where the base lives."""
+    if d.exists():
+        shutil.rmtree(d)
+    model.save_pretrained(str(d), **save_kw)
+    (d / "README.md").unlink(missing_ok=True)
+    cp = d / "adapter_config.json"
+    c = json.loads(cp.read_text())
+    for k in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(c.get(k), list):
+            c[k] = sorted(c[k])
+    c["base_model_name_or_path"] = model.peft_config["default"].base_model_name_or_path
+    cp.write_text(json.dumps(c, indent=2, sort_keys=True))  # PEFT's own formatting
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["adapter_config.json", "adapter_model.safetensors"], names
+
+
+def lora_edit_config(d: Path, **changes) -> None:
+    cp = d / "adapter_config.json"
+    c = json.loads(cp.read_text())
+    c.update(changes)
+    cp.write_text(json.dumps(c, indent=2, sort_keys=True))
+
+
+def make_lora(out: Path) -> None:
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    base_dir = out / LORA_BASE
+    if not (base_dir / "hf" / "config.json").exists():
+        raise SystemExit(f"{base_dir} is missing: run --only tiny first")
+    d = out / "lora"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+    ref = json.loads((base_dir / "logits.json").read_text())
+    seqs = ref["sequences"]
+    base_logits = lora_logits(lora_load_base(out), seqs)
+    err = max(float(np.max(np.abs(a - np.asarray(b, dtype=np.float32)))) for a, b in zip(base_logits, ref["logits"]))
+    assert err < 1e-4, f"{LORA_BASE}/hf does not reproduce its logits.json ({err})"
+
+    manifest = {"base": LORA_BASE, "adapters": {}, "gguf": {}, "bad": {}}
+    key_re = __import__("re").compile(
+        r"base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+_proj)\.lora_([AB])\.weight")
+    dims = {"q_proj": (64, 64), "k_proj": (64, 32), "v_proj": (64, 32), "o_proj": (64, 64),
+            "gate_proj": (64, 128), "up_proj": (64, 128), "down_proj": (128, 64)}  # (in, out)
+    for a in LORA_ADAPTERS:
+        name = a["name"]
+        ad = d / name
+        torch.manual_seed(a["seed"])
+        cfg = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, bias="none", init_lora_weights=False,
+                         **a["config"])
+        model = get_peft_model(lora_load_base(out), cfg)
+        lora_fill(model, a["seed"], a["delta_std"])
+        model.eval()
+        mods = lora_modules(model)
+        logits = lora_logits(model, seqs)
+        diff = float(np.mean(np.concatenate([np.abs(x - y).reshape(-1) for x, y in zip(logits, base_logits)])))
+        dmax = max(float(np.max(np.abs(x - y))) for x, y in zip(logits, base_logits))
+        log(f"lora/{name}: mean |logit - base| {diff:.3f}, max {dmax:.3f}")
+        assert 0.3 < diff < 3.0, (name, diff)
+        for m in mods:
+            log(f"lora/{name}: {m['module']}: r={m['r']} alpha={m['alpha']:g} scaling={m['scaling']:.6g}")
+        lora_save(model, ad)
+        write_json(ad / "logits.json", {
+            "base": LORA_BASE,
+            "sequences": seqs,
+            "logits": [[[r7(x) for x in row] for row in lg] for lg in logits],
+        })
+
+        # saved tensors: names, shapes, which layers, per-module rank
+        st = load_file(str(ad / "adapter_model.safetensors"))
+        seen = {}
+        for k, t in st.items():
+            m = key_re.fullmatch(k)
+            assert m, (name, k)
+            layer, _, proj, ab = int(m[1]), m[2], m[3], m[4]
+            fin, fout = dims[proj]
+            r = t.shape[0] if ab == "A" else t.shape[1]
+            assert tuple(t.shape) == ((r, fin) if ab == "A" else (fout, r)), (k, t.shape)
+            assert t.dtype == torch.float32 and torch.isfinite(t).all(), k
+            seen.setdefault((layer, proj), {})[ab] = r
+        expect = {(int(m["module"].split(".")[2]), m["module"].split(".")[-1]): m["r"] for m in mods}
+        assert {k: v["A"] for k, v in seen.items()} == expect, (name, seen, expect)
+        assert all(v["A"] == v["B"] for v in seen.values())
+        if name in ("patterns-subset", "layers-subset"):
+            assert {l for l, _ in seen} == {1}, seen
+            assert seen[(1, "k_proj")] == {"A": 2, "B": 2}, seen
+            assert sorted(p for _, p in seen) == ["down_proj", "k_proj", "o_proj", "q_proj"], seen
+            sc = {m["module"].split(".")[-1]: m["scaling"] for m in mods}
+            assert sc == {"q_proj": 2.0, "k_proj": 8.0, "o_proj": 2.0, "down_proj": 0.625}, sc
+
+        # PEFT reload reproduces the logits; merged weights agree with the unmerged forward
+        re_model = PeftModel.from_pretrained(lora_load_base(out), str(ad)).eval()
+        assert lora_modules(re_model) == mods, name
+        got = lora_logits(re_model, seqs)
+        err = max(float(np.max(np.abs(x - y))) for x, y in zip(got, logits))
+        assert err < 1e-5, (name, "reload", err)
+        merged = re_model.merge_and_unload().eval()
+        got = lora_logits(merged, seqs)
+        err_m = max(float(np.max(np.abs(x - y))) for x, y in zip(got, logits))
+        assert err_m < 1e-4, (name, "merged", err_m)
+        log(f"lora/{name}: PEFT reload matches ({err:.1e}), merged forward matches ({err_m:.1e})")
+
+        c = json.loads((ad / "adapter_config.json").read_text())
+        manifest["adapters"][name] = {
+            "config": {k: c[k] for k in ("r", "lora_alpha", "use_rslora", "target_modules", "rank_pattern",
+                                         "alpha_pattern", "layers_to_transform", "layers_pattern")},
+            "modules": mods,
+            "tensors": len(st),
+        }
+        if name == LORA_GGUF_ADAPTER:
+            merged_state = {k: v.detach().clone() for k, v in merged.state_dict().items()}
+            write_lora_gguf(d / f"{name}.gguf", ad, c, st)
+            manifest["gguf"] = verify_lora_gguf(d / f"{name}.gguf", out, merged_state, logits, seqs)
+            manifest["gguf"]["adapter"] = name
+
+    make_lora_bad(out, d, manifest)
+    write_json(d / "manifest.json", manifest, indent=1)
+
+
+def write_lora_gguf(path: Path, ad: Path, cfg: dict, st: dict) -> None:
+    """What llama.cpp's convert_lora_to_gguf.py (--outtype f32) writes for a PEFT Llama adapter:
+    general.type=adapter, adapter.type=lora, adapter.lora.alpha; per target the base tensor's
+    GGUF name + .lora_a (PEFT lora_A, ne [in, r]) and .lora_b (PEFT lora_B, ne [r, out]). Its
+    LoraTorchTensor routes LlamaModel.modify_tensors' q/k permute (a reshape of the output rows)
+    to lora_B; lora_A is untouched."""
+    import gguf
+
+    hf = json.loads((ad.parent.parent / LORA_BASE / "hf" / "config.json").read_text())
+    n_head, n_kv = hf["num_attention_heads"], hf["num_key_value_heads"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_name(f"tessera-tiny-lora-{ad.name}")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(cfg["lora_alpha"]))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    # the converter walks the adapter's keys in file order (sorted) and pairs A with B
+    for k in sorted(st):
+        if ".lora_B." in k:
+            continue
+        assert k.startswith("base_model.model.") and k.endswith(".lora_A.weight"), k
+        hf_name = k.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+        gname = hf_to_gguf_name(hf_name)
+        a = st[k].float().numpy().copy()
+        b = st[k.replace(".lora_A.", ".lora_B.")].float().numpy().copy()
+        if gname.endswith("attn_q.weight"):
+            b = permute_qk(b, n_head)
+        elif gname.endswith("attn_k.weight"):
+            b = permute_qk(b, n_kv)
+        w.add_tensor(gname + ".lora_a", np.ascontiguousarray(a, dtype=np.float32))
+        w.add_tensor(gname + ".lora_b", np.ascontiguousarray(b, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def verify_lora_gguf(path: Path, out: Path, merged_state: dict, peft_logits, seqs) -> dict:
+    """Merge the GGUF LoRA into the GGUF base the way llama.cpp does (W + alpha/r * B@A with
+    r = lora_b ne[0]), un-permute q/k, and compare with PEFT's merged HF weights; then run those
+    weights through transformers and compare with the PEFT logits."""
+    import gguf
+    import torch
+
+    r = gguf.GGUFReader(str(path))
+    f = r.fields
+    assert f["general.architecture"].contents() == "llama"
+    assert f["general.type"].contents() == "adapter"
+    assert f["adapter.type"].contents() == "lora"
+    assert f["adapter.lora.alpha"].types == [gguf.GGUFValueType.FLOAT32]
+    alpha = float(f["adapter.lora.alpha"].contents())
+    lt = {t.name: t for t in r.tensors}
+    base = {t.name: t for t in gguf.GGUFReader(str(out / LORA_BASE / "model.gguf")).tensors}
+    rev = {hf_to_gguf_name(k): k for k in merged_state if k.startswith("model.layers.")}
+    n_head, n_kv = 4, 2
+    worst, done = 0.0, []
+    state = {k: v.clone() for k, v in merged_state.items()}
+    for name in sorted(n for n in lt if n.endswith(".lora_a")):
+        tname = name.removesuffix(".lora_a")
+        ta, tb, tw = lt[name], lt[tname + ".lora_b"], base[tname]
+        assert ta.tensor_type.name == "F32" and tb.tensor_type.name == "F32"
+        ne_a, ne_b, ne_w = [[int(x) for x in t.shape] for t in (ta, tb, tw)]
+        # llama.cpp's llama_adapter_lora checks
+        assert ne_a[0] == ne_w[0] and ne_b[1] == ne_w[1] and ne_a[1] == ne_b[0], (tname, ne_a, ne_b, ne_w)
+        a = np.array(ta.data, dtype=np.float32).reshape(ne_a[1], ne_a[0])
+        b = np.array(tb.data, dtype=np.float32).reshape(ne_b[1], ne_b[0])
+        wgt = np.asarray(tw.data).astype(np.float32).reshape(ne_w[1], ne_w[0])
+        m = (torch.from_numpy(wgt) + (alpha / ne_b[0]) * (torch.from_numpy(b) @ torch.from_numpy(a))).numpy()
+        if tname.endswith("attn_q.weight"):
+            m = unpermute_qk(m, n_head)
+        elif tname.endswith("attn_k.weight"):
+            m = unpermute_qk(m, n_kv)
+        hf_name = rev[tname]
+        e = float(np.max(np.abs(m - merged_state[hf_name].numpy())))
+        worst = max(worst, e)
+        state[hf_name] = torch.from_numpy(m.copy())
+        done.append(tname)
+    assert len(done) == 14, done
+    assert worst < 1e-5, ("gguf lora merge differs from PEFT merge", worst)
+    model = lora_load_base(out)
+    model.load_state_dict(state)
+    got = lora_logits(model, seqs)
+    err = max(float(np.max(np.abs(x - y))) for x, y in zip(got, peft_logits))
+    assert err < 1e-4, ("gguf lora logits", err)
+    # the q/k permutation matters: without it on lora_b the merge would differ
+    q = lt["blk.0.attn_q.weight.lora_b"]
+    qb = np.asarray(q.data, dtype=np.float32).reshape(int(q.shape[1]), int(q.shape[0]))
+    assert not np.array_equal(qb, unpermute_qk(qb, n_head))
+    log(f"lora/{path.name}: GGUF LoRA merged into model.gguf matches PEFT's merge (max {worst:.1e}); "
+        f"logits {err:.1e}")
+    return {"file": path.name, "alpha": alpha, "tensor_type": "F32", "tensors": len(lt),
+            "lora_b_permuted": ["attn_q", "attn_k"], "scale": "alpha / r, r = lora_b ne[0]"}
+
+
+def make_lora_bad(out: Path, d: Path, manifest: dict) -> None:
+    """Adapters the loader must refuse, each named after the reason."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    bad = d / "bad"
+    bad.mkdir()
+    good = d / "qv-rslora"
+
+    def peft_bad(name, seed, base=None, save_kw=None, **kw):
+        torch.manual_seed(seed)
+        cfg = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, init_lora_weights=False,
+                         **{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], **kw})
+        model = get_peft_model(base if base is not None else lora_load_base(out), cfg)
+        lora_fill(model, seed, 0.05)
+        lora_save(model, bad / name, **(save_kw or {}))
+        return bad / name
+
+    p = peft_bad("dora", 7201, use_dora=True)
+    assert json.loads((p / "adapter_config.json").read_text())["use_dora"] is True
+    assert any("lora_magnitude_vector" in k for k in load_file(str(p / "adapter_model.safetensors")))
+    manifest["bad"]["dora"] = "use_dora: true (saved by PEFT, has lora_magnitude_vector tensors)"
+
+    p = peft_bad("bias-all", 7202, bias="all")
+    assert json.loads((p / "adapter_config.json").read_text())["bias"] == "all"
+    manifest["bad"]["bias-all"] = "bias: all (saved by PEFT; the tiny Llama has no biases, so no bias tensors)"
+
+    # PEFT would also save the whole base embedding (save_embedding_layers="auto"); leave it out
+    p = peft_bad("embedding-target", 7203, target_modules=["embed_tokens"],
+                 save_kw={"save_embedding_layers": False})
+    st = load_file(str(p / "adapter_model.safetensors"))
+    assert {k: tuple(v.shape) for k, v in st.items()} == {
+        "base_model.model.model.embed_tokens.lora_embedding_A": (4, 512),
+        "base_model.model.model.embed_tokens.lora_embedding_B": (64, 4)}, {k: v.shape for k, v in st.items()}
+    manifest["bad"]["embedding-target"] = "target_modules [embed_tokens]: lora_embedding_A (r x vocab) / lora_embedding_B (hidden x r)"
+
+    torch.manual_seed(7204)
+    small = LlamaForCausalLM(LlamaConfig(
+        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, tie_word_embeddings=False)).float().eval()
+    small.name_or_path = "tiny/llama-hidden32"
+    p = peft_bad("wrong-base", 7204, base=small)
+    try:
+        PeftModel.from_pretrained(lora_load_base(out), str(p))
+        raise AssertionError("wrong-base loaded onto the 64-wide base")
+    except RuntimeError as e:
+        assert "size mismatch" in str(e), e
+    manifest["bad"]["wrong-base"] = "made for a hidden-32 Llama (q_proj A is 4x32, v_proj B 16x4): shape mismatch"
+
+    p = bad / "modules-to-save"
+    shutil.copytree(good, p, ignore=shutil.ignore_patterns("logits.json"))
+    lora_edit_config(p, modules_to_save=["lm_head"])
+    manifest["bad"]["modules-to-save"] = ("qv-rslora with modules_to_save [lm_head] in the config "
+                                          "(the 512x64 lm_head copy PEFT would save is left out)")
+
+    p = bad / "pickle-only"
+    p.mkdir()
+    shutil.copy(good / "adapter_config.json", p / "adapter_config.json")
+    (p / "adapter_model.bin").write_bytes(b"\x80\x02}q\x00.")  # pickle of {} (protocol 2)
+    manifest["bad"]["pickle-only"] = "adapter_model.bin (pickle) and no adapter_model.safetensors"
+
+    p = bad / "nan-weights"
+    shutil.copytree(good, p, ignore=shutil.ignore_patterns("logits.json"))
+    st = load_file(str(p / "adapter_model.safetensors"))
+    key, (i, j) = LORA_NAN
+    st[key][i, j] = float("nan")
+    save_file(st, str(p / "adapter_model.safetensors"), metadata={"format": "pt"})
+    re_model = PeftModel.from_pretrained(lora_load_base(out), str(p)).eval()
+    assert np.isnan(lora_logits(re_model, [[1, 2, 3]])[0]).any()
+    manifest["bad"]["nan-weights"] = f"qv-rslora with {key}[{i},{j}] = NaN"
+
+    for q in sorted(bad.iterdir()):
+        assert (q / "adapter_config.json").exists(), q
+    log(f"lora/bad: {', '.join(sorted(x.name for x in bad.iterdir()))}")
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -643,8 +1030,8 @@ def main() -> int:
     ap.add_argument("model", nargs="?", default=os.environ.get("TESSERA_MODEL", DEFAULT_MODEL),
                     help="SmolLM2-135M-Instruct GGUF (default: $TESSERA_MODEL or %(default)s)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="fixture directory (default: %(default)s)")
-    ap.add_argument("--only", default="tiny,dequant,smollm2",
-                    help="comma-separated subset of tiny,dequant,smollm2")
+    ap.add_argument("--only", default="tiny,dequant,lora,smollm2",
+                    help="comma-separated subset of tiny,dequant,lora,smollm2 (lora reads tiny/llama-untied)")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -664,13 +1051,15 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
-    unknown = only - {"tiny", "dequant", "smollm2"}
+    unknown = only - {"tiny", "dequant", "lora", "smollm2"}
     if unknown:
         ap.error(f"unknown --only parts: {sorted(unknown)}")
     if "tiny" in only:
         make_tiny(out)
     if "dequant" in only:
         make_dequant(out)
+    if "lora" in only:
+        make_lora(out)
     if "smollm2" in only:
         mp = Path(args.model)
         if not mp.is_file():
