@@ -1,0 +1,101 @@
+import XCTest
+@testable import Tessera
+
+/// Unmerged LoRA against PEFT (float32, CPU) on the tiny Llama, from the HF and the GGUF form of
+/// the base, for PEFT directories and a llama.cpp GGUF LoRA file.
+final class LoRAReferenceTests: XCTestCase {
+    static let adapters = ["all-targets", "qv-rslora", "patterns-subset", "layers-subset", "large-rank"]
+    static let bases = ["tiny/llama-untied/hf", "tiny/llama-untied/model.gguf"]
+
+    /// Logits of a whole sequence with one adapter on every row.
+    func logits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32]) throws -> [[Float]] {
+        let cache = try model.makeCache(capacity: tokens.count)
+        let scratch = model.makeScratch()
+        var batch = ForwardBatch()
+        for (i, t) in tokens.enumerated() {
+            batch.append(token: t, position: i, sequence: 0, wantLogits: true, adapter: adapter == nil ? nil : 0)
+        }
+        let out = try model.forward(batch, caches: [cache], adapters: adapter.map { [$0] } ?? [], scratch: scratch)
+        return (0..<tokens.count).map { out.array($0) }
+    }
+
+    func check(adapterPath: String, reference: String, base: String) throws {
+        let model = try LlamaModel.load(path: Fixtures.path(base))
+        let adapter = try LoRAAdapter.load(path: Fixtures.path(adapterPath), base: model.config)
+        let ref = try Fixtures.json(reference)
+        let sequences = try XCTUnwrap(ref["sequences"] as? [[Any]])
+        let expected = try XCTUnwrap(ref["logits"] as? [[[Any]]])
+        let baseOnly = try Fixtures.json("tiny/llama-untied/logits.json")["logits"] as? [[[Any]]]
+        for (s, seq) in sequences.enumerated() {
+            let actual = try logits(model, adapter, seq.int32s)
+            for p in actual.indices {
+                assertClose(actual[p], expected[s][p].floats, tolerance: 1e-4, "\(adapterPath) on \(base) seq \(s) pos \(p)")
+            }
+            // The adapter really changes the output (the fixture is not the base's).
+            XCTAssertGreaterThan(maxAbsDifference(expected[s].last!.floats, baseOnly![s].last!.floats), 0.1)
+        }
+    }
+
+    func testPEFTAdaptersMatchPEFTOnTheHuggingFaceBase() throws {
+        for a in Self.adapters { try check(adapterPath: "lora/\(a)", reference: "lora/\(a)/logits.json", base: Self.bases[0]) }
+    }
+
+    func testPEFTAdaptersMatchPEFTOnTheGGUFBase() throws {
+        for a in Self.adapters { try check(adapterPath: "lora/\(a)", reference: "lora/\(a)/logits.json", base: Self.bases[1]) }
+    }
+
+    func testGGUFLoRAMatchesPEFTOnBothBases() throws {
+        for b in Self.bases { try check(adapterPath: "lora/all-targets.gguf", reference: "lora/all-targets/logits.json", base: b) }
+    }
+
+    func testConfigFieldsAreHonoured() throws {
+        let config = try LlamaModel.load(path: Fixtures.path(Self.bases[0])).config
+        let rs = try LoRAAdapter.load(path: Fixtures.path("lora/qv-rslora"), base: config)
+        XCTAssertEqual(rs.targets, [.q, .v])
+        XCTAssertEqual(rs.scales, [4.0]) // 8 / sqrt(4)
+        let patterns = try LoRAAdapter.load(path: Fixtures.path("lora/layers-subset"), base: config)
+        XCTAssertEqual(patterns.layers, [1])
+        XCTAssertEqual(patterns.ranks, [2, 8])
+        XCTAssertEqual(patterns.projection(layer: 1, target: .k)?.scale, 8)     // alpha 16 / rank 2
+        XCTAssertEqual(patterns.projection(layer: 1, target: .down)?.scale, 0.625) // alpha_pattern 5 / 8
+        XCTAssertNil(patterns.projection(layer: 0, target: .q))
+        let gguf = try LoRAAdapter.load(path: Fixtures.path("lora/all-targets.gguf"), base: config)
+        XCTAssertEqual(gguf.format, .ggufLoRA)
+        XCTAssertEqual(gguf.targets.count, 7)
+        XCTAssertEqual(gguf.scales, [2.0])
+    }
+
+    /// Rows of four adapters and one base row in one forward pass equal each row computed alone.
+    func testMixedBatchRowsEqualEachRowAlone() throws {
+        let model = try LlamaModel.load(path: Fixtures.path(Self.bases[1]))
+        let names = ["all-targets", "qv-rslora", "layers-subset", "large-rank"]
+        let adapters = try names.map { try LoRAAdapter.load(path: Fixtures.path("lora/\($0)"), base: model.config) }
+        let prompts: [[Int32]] = [[1, 2, 3, 4, 5], [100, 200, 300], [7, 7, 7, 7, 7, 7, 7, 7, 7], [511, 0], [42, 43, 44, 45]]
+        // Alone: each sequence by itself, one row at a time (decode-shaped), adapter index 0.
+        var alone: [[Float]] = []
+        for (i, prompt) in prompts.enumerated() {
+            let adapter = i < 4 ? adapters[i] : nil
+            alone.append(try logits(model, adapter, prompt).last!)
+        }
+        // Together: one batch holding all five prompts, rows of each sequence contiguous.
+        let caches = try prompts.map { try model.makeCache(capacity: $0.count + 1) }
+        var batch = ForwardBatch()
+        for (i, prompt) in prompts.enumerated() {
+            for (p, t) in prompt.enumerated() {
+                batch.append(token: t, position: p, sequence: i, wantLogits: p == prompt.count - 1, adapter: i < 4 ? i : nil)
+            }
+        }
+        let out = try model.forward(batch, caches: caches, adapters: adapters, scratch: model.makeScratch())
+        for i in prompts.indices {
+            assertClose(out.array(i), alone[i], tolerance: 1e-5, "row of sequence \(i)")
+        }
+        // And a decode step where every row is a different adapter's single token.
+        var step = ForwardBatch()
+        for i in prompts.indices { step.append(token: 9, position: prompts[i].count, sequence: i, wantLogits: true, adapter: i < 4 ? i : nil) }
+        let stepOut = try model.forward(step, caches: caches, adapters: adapters, scratch: model.makeScratch())
+        for i in prompts.indices {
+            let single = try logits(model, i < 4 ? adapters[i] : nil, prompts[i] + [9]).last!
+            assertClose(stepOut.array(i), single, tolerance: 1e-5, "decode row \(i)")
+        }
+    }
+}
