@@ -51,7 +51,10 @@ struct GenerateCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let modelOptions = self.modelOptions
-            let bundle = try await onComputeThread { try modelOptions.load() }
+            let (bundle, adapter) = try await onComputeThread {
+                let bundle = try modelOptions.load()
+                return (bundle, try modelOptions.loadAdapter(for: bundle.model))
+            }
             guard let tokenizer = bundle.tokenizer else {
                 throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
             }
@@ -65,7 +68,7 @@ struct GenerateCommand: AsyncParsableCommand {
                 maxTokens: maxTokens,
                 sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
                                              repetitionPenalty: repetitionPenalty, seed: seed),
-                ignoreEOS: ignoreEos, stopStrings: stop)
+                ignoreEOS: ignoreEos, stopStrings: stop, adapter: adapter)
             let generator = Generator(model: bundle.model, tokenizer: tokenizer)
             let json = self.json
             let result = try await onComputeThread {

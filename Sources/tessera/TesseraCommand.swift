@@ -8,7 +8,7 @@ struct TesseraCommand: AsyncParsableCommand {
         commandName: "tessera",
         abstract: "Serve one shared base LLM to many tenants, each with their own LoRA adapters.",
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
-                      ModelsCommand.self, BenchModelCommand.self]
+                      ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self]
     )
 }
 
@@ -19,6 +19,14 @@ struct ModelOptions: ParsableArguments {
 
     @Option(help: "Compute threads (OpenBLAS included). Default: all cores.")
     var threads: Int?
+
+    @Option(help: "A LoRA adapter: a PEFT directory or a llama.cpp GGUF LoRA file.")
+    var adapter: String?
+
+    /// Loads the adapter for `model`, when one was given.
+    func loadAdapter(for model: LlamaModel) throws -> LoRAAdapter? {
+        try adapter.map { try LoRAAdapter.load(path: $0, base: model.config) }
+    }
 
     /// Loads the model (fetching the default one if needed) after setting the thread count.
     func load() throws -> ModelBundle {

@@ -4,35 +4,7 @@ import XCTest
 
 /// The CLI's output shapes are a contract (issue: foundation); these run the built binary.
 final class CLIContractTests: XCTestCase {
-    struct Run {
-        let status: Int32
-        let stdout: Data
-        let stderr: String
-        var json: [String: Any]? { try? JSONSerialization.jsonObject(with: stdout) as? [String: Any] }
-    }
-
-    static var binary: URL {
-        let candidates = [
-            Bundle(for: CLIContractTests.self).bundleURL.deletingLastPathComponent().appendingPathComponent("tessera"),
-            URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent(".build/debug/tessera"),
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
-    }
-
-    func tessera(_ arguments: [String]) throws -> Run {
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Run(status: p.terminationStatus, stdout: o, stderr: String(decoding: e, as: UTF8.self))
-    }
+    func tessera(_ arguments: [String]) throws -> CLIRun { try runTessera(arguments) }
 
     func model() throws -> String { try Fixtures.defaultModelPath() }
 

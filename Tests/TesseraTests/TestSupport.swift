@@ -58,3 +58,36 @@ extension Array where Element == Any {
     var int32s: [Int32] { compactMap { ($0 as? NSNumber)?.int32Value } }
     var floats: [Float] { compactMap { ($0 as? NSNumber)?.floatValue } }
 }
+
+/// One run of the built `tessera` binary.
+struct CLIRun {
+    let status: Int32
+    let stdout: Data
+    let stderr: String
+    var json: [String: Any]? { try? JSONSerialization.jsonObject(with: stdout) as? [String: Any] }
+}
+
+var tesseraBinary: URL {
+    let candidates = [
+        Bundle(for: CLIContractTests.self).bundleURL.deletingLastPathComponent().appendingPathComponent("tessera"),
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/tessera"),
+    ]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]
+}
+
+/// Runs the built `tessera` with `arguments`, capturing its output.
+func runTessera(_ arguments: [String]) throws -> CLIRun {
+    let p = Process()
+    p.executableURL = tesseraBinary
+    p.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return CLIRun(status: p.terminationStatus, stdout: o, stderr: String(decoding: e, as: UTF8.self))
+}
+

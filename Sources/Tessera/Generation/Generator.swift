@@ -17,9 +17,12 @@ public struct GenerationRequest: Sendable {
     public var ignoreEOS: Bool
     /// Generation stops when the text contains one of these; the text is cut before it.
     public var stopStrings: [String]
+    /// The LoRA adapter applied to every row of this sequence (nil: the base model).
+    public var adapter: LoRAAdapter?
 
     public init(promptTokens: [Int32], maxTokens: Int, sampling: SamplingParameters = .greedy,
-                ignoreEOS: Bool = false, stopStrings: [String] = []) {
+                ignoreEOS: Bool = false, stopStrings: [String] = [], adapter: LoRAAdapter? = nil) {
+        self.adapter = adapter
         self.promptTokens = promptTokens
         self.maxTokens = maxTokens
         self.sampling = sampling
@@ -58,16 +61,17 @@ public final class Generator: @unchecked Sendable {
     }
 
     /// Prefills `tokens` into `cache` from its current length; returns the logits of the last token.
-    func prefill(_ tokens: ArraySlice<Int32>, cache: KVCache) throws(InferenceError) -> UnsafeMutablePointer<Float> {
+    func prefill(_ tokens: ArraySlice<Int32>, cache: KVCache, adapter: LoRAAdapter?) throws(InferenceError) -> UnsafeMutablePointer<Float> {
         var start = tokens.startIndex
         var logits: UnsafeMutablePointer<Float>?
         while start < tokens.endIndex {
             let end = min(start + prefillChunk, tokens.endIndex)
             batch.removeAll()
             for i in start..<end {
-                batch.append(token: tokens[i], position: cache.count + (i - start), sequence: 0, wantLogits: i == end - 1)
+                batch.append(token: tokens[i], position: cache.count + (i - start), sequence: 0, wantLogits: i == end - 1,
+                             adapter: adapter == nil ? nil : 0)
             }
-            logits = try model.forward(batch, caches: [cache], scratch: scratch).pointer
+            logits = try model.forward(batch, caches: [cache], adapters: adapter.map { [$0] } ?? [], scratch: scratch).pointer
             start = end
         }
         guard let logits else { throw InferenceError.invalidBatch("no prompt tokens") }
@@ -96,7 +100,8 @@ public final class Generator: @unchecked Sendable {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var tPrefill = t0
         if maxTokens > 0 {
-            var logits = try prefill(request.promptTokens[...], cache: cache)
+            let adapters = request.adapter.map { [$0] } ?? []
+            var logits = try prefill(request.promptTokens[...], cache: cache, adapter: request.adapter)
             tPrefill = DispatchTime.now().uptimeNanoseconds
             let vocab = model.config.vocabularySize
             while generated.count < maxTokens {
@@ -111,8 +116,8 @@ public final class Generator: @unchecked Sendable {
                 }
                 if generated.count == maxTokens { break }
                 batch.removeAll()
-                batch.append(token: token, position: cache.count, sequence: 0, wantLogits: true)
-                logits = try model.forward(batch, caches: [cache], scratch: scratch).pointer
+                batch.append(token: token, position: cache.count, sequence: 0, wantLogits: true, adapter: adapters.isEmpty ? nil : 0)
+                logits = try model.forward(batch, caches: [cache], adapters: adapters, scratch: scratch).pointer
             }
         }
         if finish == .length || !stops.stopped {
@@ -130,7 +135,7 @@ public final class Generator: @unchecked Sendable {
     }
 
     /// Teacher-forced log-probabilities: element i is log p(tokens[i+1] | tokens[0...i]).
-    public func score(_ tokens: [Int32]) throws -> [Float] {
+    public func score(_ tokens: [Int32], adapter: LoRAAdapter? = nil) throws -> [Float] {
         guard tokens.count >= 1 else { throw GenerationError.emptyPrompt }
         let context = model.config.contextLength
         guard tokens.count <= context else { throw GenerationError.promptTooLong(tokens: tokens.count, context: context) }
@@ -143,8 +148,8 @@ public final class Generator: @unchecked Sendable {
         while start < tokens.count - 1 {
             let end = min(start + chunk, tokens.count - 1)
             batch.removeAll()
-            for i in start..<end { batch.append(token: tokens[i], position: i, sequence: 0, wantLogits: true) }
-            let logits = try model.forward(batch, caches: [cache], scratch: scratch)
+            for i in start..<end { batch.append(token: tokens[i], position: i, sequence: 0, wantLogits: true, adapter: adapter == nil ? nil : 0) }
+            let logits = try model.forward(batch, caches: [cache], adapters: adapter.map { [$0] } ?? [], scratch: scratch)
             for (j, i) in (start..<end).enumerated() {
                 let row = logits.pointer + j * vocab
                 result.append(Self.logSoftmax(row, count: vocab, at: Int(tokens[i + 1])))
