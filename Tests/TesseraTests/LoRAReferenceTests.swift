@@ -8,9 +8,10 @@ final class LoRAReferenceTests: XCTestCase {
     static let bases = ["tiny/llama-untied/hf", "tiny/llama-untied/model.gguf"]
 
     /// Logits of a whole sequence with one adapter on every row.
-    func logits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32]) throws -> [[Float]] {
+    func logits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32], kernel: LoRAKernel = .automatic) throws -> [[Float]] {
         let cache = try model.makeCache(capacity: tokens.count)
         let scratch = model.makeScratch()
+        scratch.loraKernel = kernel
         var batch = ForwardBatch()
         for (i, t) in tokens.enumerated() {
             batch.append(token: t, position: i, sequence: 0, wantLogits: true, adapter: adapter == nil ? nil : 0)
@@ -19,7 +20,7 @@ final class LoRAReferenceTests: XCTestCase {
         return (0..<tokens.count).map { out.array($0) }
     }
 
-    func check(adapterPath: String, reference: String, base: String) throws {
+    func check(adapterPath: String, reference: String, base: String, kernel: LoRAKernel = .automatic) throws {
         let model = try LlamaModel.load(path: Fixtures.path(base))
         let adapter = try LoRAAdapter.load(path: Fixtures.path(adapterPath), base: model.config)
         let ref = try Fixtures.json(reference)
@@ -27,7 +28,7 @@ final class LoRAReferenceTests: XCTestCase {
         let expected = try XCTUnwrap(ref["logits"] as? [[[Any]]])
         let baseOnly = try Fixtures.json("tiny/llama-untied/logits.json")["logits"] as? [[[Any]]]
         for (s, seq) in sequences.enumerated() {
-            let actual = try logits(model, adapter, seq.int32s)
+            let actual = try logits(model, adapter, seq.int32s, kernel: kernel)
             for p in actual.indices {
                 assertClose(actual[p], expected[s][p].floats, tolerance: 1e-4, "\(adapterPath) on \(base) seq \(s) pos \(p)")
             }
@@ -46,6 +47,14 @@ final class LoRAReferenceTests: XCTestCase {
 
     func testGGUFLoRAMatchesPEFTOnBothBases() throws {
         for b in Self.bases { try check(adapterPath: "lora/all-targets.gguf", reference: "lora/all-targets/logits.json", base: b) }
+    }
+
+    func testBothKernelsMatchPEFT() throws {
+        for kernel in [LoRAKernel.blas, .fused] {
+            for a in ["all-targets", "layers-subset"] {
+                try check(adapterPath: "lora/\(a)", reference: "lora/\(a)/logits.json", base: Self.bases[1], kernel: kernel)
+            }
+        }
     }
 
     func testConfigFieldsAreHonoured() throws {

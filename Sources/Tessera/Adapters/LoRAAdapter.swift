@@ -14,8 +14,8 @@ public final class LoRAAdapter: @unchecked Sendable {
     public struct Projection: @unchecked Sendable {
         public let rank: Int
         public let scale: Float
-        let a: FloatBuffer  // (rank, input)
-        let b: FloatBuffer  // (output, rank)
+        let a: FloatBuffer        // (rank, input): PEFT's lora_A as is
+        let bTransposed: FloatBuffer  // (rank, output): PEFT's lora_B transposed, so expand streams rows
     }
 
     public let name: String
@@ -51,7 +51,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     }
 
     /// Bytes of f32 weights held.
-    public var byteCount: Int { projections.reduce(0) { $0 + ($1.map { $0.a.byteCount + $0.b.byteCount } ?? 0) } }
+    public var byteCount: Int { projections.reduce(0) { $0 + ($1.map { $0.a.byteCount + $0.bTransposed.byteCount } ?? 0) } }
     /// Ranks used (several with `rank_pattern`).
     public var ranks: [Int] { Array(Set(projections.compactMap { $0?.rank })).sorted() }
     /// The largest rank.

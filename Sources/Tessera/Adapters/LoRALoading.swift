@@ -169,6 +169,7 @@ struct ProjectionBuilder {
             for i in 0..<buffer.count where !buffer.pointer[i].isFinite { throw error(file, .nonFiniteWeights(tensor: m.tensor)) }
         }
         copy(tempA, into: aBuffer, rows: aShape[0], cols: aShape[1], transposed: transposed)
+        // B as (output, rank) in HF row order; then stored transposed for the kernels.
         copy(tempB, into: bBuffer, rows: output, cols: rank, transposed: transposed)
         if let heads = unpermuteHeads {
             // Row (h, j, half) of the stored B is HF row (h, half, j): see LlamaWeights.
@@ -179,7 +180,8 @@ struct ProjectionBuilder {
                     .update(from: tempB.pointer + (h * headDim + 2 * j + s) * rank, count: rank)
             } } }
         }
-        return LoRAAdapter.Projection(rank: rank, scale: scale, a: aBuffer, b: bBuffer)
+        for o in 0..<output { for r in 0..<rank { tempB.pointer[r * output + o] = bBuffer.pointer[o * rank + r] } }
+        return LoRAAdapter.Projection(rank: rank, scale: scale, a: aBuffer, bTransposed: tempB)
     }
 
     /// Copies a (rows × cols) matrix, transposing when the source is stored (cols × rows).

@@ -1,6 +1,19 @@
+import CBLAS
+import TesseraKernels
+
+/// How segment deltas are computed.
+public enum LoRAKernel: String, Sendable, Codable, CaseIterable {
+    /// Two BLAS calls (shrink, expand) per segment.
+    case blas
+    /// One C call for all segments of a projection (row-wise dot products and axpys).
+    case fused
+    /// `fused` for short segments (decode rows), `blas` for long ones (prefill chunks).
+    case automatic
+}
+
 /// The batch's rows grouped into runs that share one adapter (the Punica/S-LoRA segmented
-/// idea): each run's delta is two small matmuls, shrink `x·Aᵀ` to rank r, then expand `·Bᵀ`
-/// scaled by s and added onto the base projection's output.
+/// idea): each run's delta is a shrink `x·Aᵀ` to rank r, then an expand `·Bᵀ` scaled by s,
+/// added onto the base projection's output.
 struct LoRASegments {
     struct Segment {
         let rows: Range<Int>
@@ -10,8 +23,12 @@ struct LoRASegments {
     /// Most rows in one segment, and the largest rank: the shrink buffer's size.
     let longest: Int
     let maxRank: Int
+    let kernel: LoRAKernel
 
-    init(batch: ForwardBatch, adapters: [LoRAAdapter]) {
+    /// Segments at least this long go through BLAS under `.automatic`.
+    static let blasMinimumRows = 16
+
+    init(batch: ForwardBatch, adapters: [LoRAAdapter], kernel: LoRAKernel) {
         var segments: [Segment] = []
         var start = 0
         let n = batch.count
@@ -23,25 +40,48 @@ struct LoRASegments {
             }
         }
         self.segments = segments
+        self.kernel = kernel
         longest = segments.map(\.rows.count).max() ?? 0
         maxRank = segments.map(\.adapter.maxRank).max() ?? 0
     }
 
     var isEmpty: Bool { segments.isEmpty }
 
+    private func usesBLAS(_ rows: Int) -> Bool {
+        switch kernel {
+        case .blas: true
+        case .fused: false
+        case .automatic: rows >= Self.blasMinimumRows
+        }
+    }
+
     /// Adds each segment's delta for `target` in `layer`: output[rows] += s · (input[rows] · Aᵀ) · Bᵀ.
     func apply(_ target: LoRATarget, layer: Int, input: UnsafePointer<Float>, inputStride: Int,
                output: UnsafeMutablePointer<Float>, outputStride: Int, config: LlamaConfig, scratch: ForwardScratch) {
         let (inputs, outputs) = target.dimensions(config)
         let shrunk = scratch.loraShrunk.pointer
+        let fused = scratch.loraSegments
+        var fusedCount = 0
         for segment in segments {
             guard let p = segment.adapter.projection(layer: layer, target: target) else { continue }
             let first = segment.rows.lowerBound, rows = segment.rows.count
+            if !usesBLAS(rows) {
+                fused[fusedCount] = tsr_lora_segment(a: p.a.pointer, b_t: p.bTransposed.pointer, rank: Int64(p.rank), scale: p.scale,
+                                                     row_begin: Int64(first), row_end: Int64(segment.rows.upperBound))
+                fusedCount += 1
+                continue
+            }
+            // shrink: shrunk(rows, r) = input(rows, in) · Aᵀ
             LlamaModel.linear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: p.a.pointer,
                               outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
-            LlamaModel.linear(rows: rows, input: shrunk, inputStride: p.rank, weight: p.b.pointer, outputs: outputs,
-                              inputs: p.rank, output: output + first * outputStride, outputStride: outputStride,
-                              accumulate: true, scale: p.scale)
+            // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outputs), Int32(p.rank),
+                        p.scale, shrunk, Int32(p.rank), p.bTransposed.pointer, Int32(outputs),
+                        1, output + first * outputStride, Int32(outputStride))
+        }
+        if fusedCount > 0 {
+            tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(inputs),
+                              output, Int64(outputStride), Int64(outputs), shrunk)
         }
     }
 }

@@ -1,3 +1,5 @@
+import TesseraKernels
+
 /// Activation buffers for forward passes, sized for a number of rows and grown only when a
 /// larger batch arrives, so steady-state steps allocate nothing. One per compute thread.
 public final class ForwardScratch: @unchecked Sendable {
@@ -16,8 +18,15 @@ public final class ForwardScratch: @unchecked Sendable {
     var scores: FloatBuffer!     // attention scores: (rows, context) for a prefill segment, or (context) for one row
     var loraShrunk: FloatBuffer! // (rows, max rank): x · Aᵀ of one adapter segment
     private(set) var loraCapacity = 0
+    /// Segment descriptors for the fused LoRA kernel, one per row at most.
+    private(set) var loraSegments: UnsafeMutablePointer<tsr_lora_segment> = .allocate(capacity: 1)
+    private var loraSegmentCapacity = 1
+    /// How LoRA deltas are computed on this compute thread.
+    public var loraKernel: LoRAKernel = .automatic
 
     public init(config: LlamaConfig) { self.config = config }
+
+    deinit { loraSegments.deallocate() }
 
     func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0) throws(InferenceError) {
         func make(_ n: Int) throws(InferenceError) -> FloatBuffer {
@@ -35,6 +44,11 @@ public final class ForwardScratch: @unchecked Sendable {
             ropeCos = try make(r * c.ropeDimension / 2)
             ropeSin = try make(r * c.ropeDimension / 2)
             rowCapacity = r
+        }
+        if rows > loraSegmentCapacity {
+            loraSegments.deallocate()
+            loraSegments = .allocate(capacity: rows)
+            loraSegmentCapacity = rows
         }
         if logitRows > logitCapacity {
             let r = max(logitRows, 4)

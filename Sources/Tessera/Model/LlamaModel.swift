@@ -68,8 +68,8 @@ public final class LlamaModel: Sendable {
         for a in adapters where a.layerCount != c.layerCount {
             throw InferenceError.invalidBatch("adapter '\(a.name)' was loaded for a model with \(a.layerCount) layers")
         }
-        let lora = LoRASegments(batch: batch, adapters: adapters)
-        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: lora.longest * lora.maxRank)
+        let lora = LoRASegments(batch: batch, adapters: adapters, kernel: scratch.loraKernel)
+        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: max(lora.longest, 1) * lora.maxRank)
 
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer

@@ -80,6 +80,23 @@ void tsr_attention_row(float *out, const float *q, const float *k, const float *
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
                              int64_t first_pos, float scale);
 
+// ---- LoRA (lora.c) ----
+
+/// One run of rows sharing an adapter's projection: A is (rank, inputs), B transposed (rank, outputs).
+typedef struct {
+    const float *a;
+    const float *b_t;
+    int64_t rank;
+    float scale;
+    int64_t row_begin, row_end;
+} tsr_lora_segment;
+
+/// y[row] += scale · (x[row] · Aᵀ) · Bᵀ for every row of every segment; `shrunk` holds at least
+/// max rank floats. Rows of different segments never touch each other's output.
+void tsr_lora_segments(const tsr_lora_segment *segments, int64_t segment_count,
+                       const float *x, int64_t x_stride, int64_t inputs,
+                       float *y, int64_t y_stride, int64_t outputs, float *shrunk);
+
 // ---- CPU features (cpu.c) ----
 
 /// Bit set of TSR_CPU_* for the running CPU.
