@@ -51,10 +51,7 @@ struct GenerateCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let modelOptions = self.modelOptions
-            let (bundle, adapter) = try await onComputeThread {
-                let bundle = try modelOptions.load()
-                return (bundle, try modelOptions.loadAdapter(for: bundle.model))
-            }
+            let (bundle, adapter) = try await onComputeThread { try modelOptions.loadWithAdapter() }
             guard let tokenizer = bundle.tokenizer else {
                 throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
             }

@@ -22,10 +22,7 @@ struct ScoreCommand: AsyncParsableCommand {
         try await reportingErrors {
             let bytes = try textOptions.utf8Bytes()
             let modelOptions = self.modelOptions
-            let (bundle, adapter) = try await onComputeThread {
-                let bundle = try modelOptions.load()
-                return (bundle, try modelOptions.loadAdapter(for: bundle.model))
-            }
+            let (bundle, adapter) = try await onComputeThread { try modelOptions.loadWithAdapter() }
             guard let tokenizer = bundle.tokenizer else { throw ValidationError("\(bundle.model.source) has no tokenizer") }
             let ids = try tokenizer.encode(utf8: bytes)
             let logprobs = try await onComputeThread { try Generator(model: bundle.model, tokenizer: tokenizer).score(ids, adapter: adapter) }

@@ -23,9 +23,16 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "A LoRA adapter: a PEFT directory or a llama.cpp GGUF LoRA file.")
     var adapter: String?
 
-    /// Loads the adapter for `model`, when one was given.
-    func loadAdapter(for model: LlamaModel) throws -> LoRAAdapter? {
-        try adapter.map { try LoRAAdapter.load(path: $0, base: model.config) }
+    @Flag(help: "Fold the adapter into a copy of the weights it targets (single-tenant use) instead of applying it unmerged.")
+    var merge = false
+
+    /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
+    func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {
+        let bundle = try load()
+        guard let path = adapter else { return (bundle, nil) }
+        let lora = try LoRAAdapter.load(path: path, base: bundle.model.config)
+        if merge { return (ModelBundle(model: try bundle.model.merged(with: lora), tokenizer: bundle.tokenizer), nil) }
+        return (bundle, lora)
     }
 
     /// Loads the model (fetching the default one if needed) after setting the thread count.

@@ -7,17 +7,8 @@ final class LoRAReferenceTests: XCTestCase {
     static let adapters = ["all-targets", "qv-rslora", "patterns-subset", "layers-subset", "large-rank"]
     static let bases = ["tiny/llama-untied/hf", "tiny/llama-untied/model.gguf"]
 
-    /// Logits of a whole sequence with one adapter on every row.
     func logits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32], kernel: LoRAKernel = .automatic) throws -> [[Float]] {
-        let cache = try model.makeCache(capacity: tokens.count)
-        let scratch = model.makeScratch()
-        scratch.loraKernel = kernel
-        var batch = ForwardBatch()
-        for (i, t) in tokens.enumerated() {
-            batch.append(token: t, position: i, sequence: 0, wantLogits: true, adapter: adapter == nil ? nil : 0)
-        }
-        let out = try model.forward(batch, caches: [cache], adapters: adapter.map { [$0] } ?? [], scratch: scratch)
-        return (0..<tokens.count).map { out.array($0) }
+        try loraLogits(model, adapter, tokens, kernel: kernel)
     }
 
     func check(adapterPath: String, reference: String, base: String, kernel: LoRAKernel = .automatic) throws {
@@ -105,6 +96,23 @@ final class LoRAReferenceTests: XCTestCase {
         for i in prompts.indices {
             let single = try logits(model, i < 4 ? adapters[i] : nil, prompts[i] + [9]).last!
             assertClose(stepOut.array(i), single, tolerance: 1e-5, "decode row \(i)")
+        }
+    }
+}
+
+/// Merging folds the delta into a copy of the targeted weights; the base stays as it was.
+final class LoRAMergeTests: XCTestCase {
+    func testMergedModelMatchesUnmergedAndLeavesTheBaseUntouched() throws {
+        let base = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"))
+        let tokens: [Int32] = [3, 1, 4, 1, 5, 9, 2, 6]
+        let before = try allLogits(base, tokens: tokens)
+        for name in ["all-targets", "layers-subset"] {
+            let adapter = try LoRAAdapter.load(path: Fixtures.path("lora/\(name)"), base: base.config)
+            let merged = try base.merged(with: adapter)
+            let unmerged = try loraLogits(base, adapter, tokens)
+            let folded = try allLogits(merged, tokens: tokens)
+            for i in tokens.indices { assertClose(folded[i], unmerged[i], tolerance: 1e-4, "\(name) position \(i)") }
+            XCTAssertEqual(try allLogits(base, tokens: tokens), before, "the shared base is unchanged (bitwise)")
         }
     }
 }

@@ -91,3 +91,17 @@ func runTessera(_ arguments: [String]) throws -> CLIRun {
     return CLIRun(status: p.terminationStatus, stdout: o, stderr: String(decoding: e, as: UTF8.self))
 }
 
+
+/// Logits of a whole sequence with one adapter on every row.
+func loraLogits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32], kernel: LoRAKernel = .automatic) throws -> [[Float]] {
+    let cache = try model.makeCache(capacity: tokens.count)
+    let scratch = model.makeScratch()
+    scratch.loraKernel = kernel
+    var batch = ForwardBatch()
+    for (i, t) in tokens.enumerated() {
+        batch.append(token: t, position: i, sequence: 0, wantLogits: true, adapter: adapter == nil ? nil : 0)
+    }
+    let out = try model.forward(batch, caches: [cache], adapters: adapter.map { [$0] } ?? [], scratch: scratch)
+    return (0..<tokens.count).map { out.array($0) }
+}
+

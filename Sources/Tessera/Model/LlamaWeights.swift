@@ -29,6 +29,13 @@ final class LlamaWeights: @unchecked Sendable {
         return total
     }
 
+    init(tokenEmbedding: FloatBuffer, layers: [Layer], outputNorm: FloatBuffer, lmHead: FloatBuffer) {
+        self.tokenEmbedding = tokenEmbedding
+        self.layers = layers
+        self.outputNorm = outputNorm
+        self.lmHead = lmHead
+    }
+
     init(config c: LlamaConfig, source: some WeightSource) throws(ModelError) {
         func allocate(_ count: Int) throws(ModelError) -> FloatBuffer {
             guard let b = FloatBuffer(count: count) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: count * 4)) }
