@@ -4,8 +4,14 @@
 #include <math.h>
 #include <string.h>
 
+// Position t of the sequence lives in block table[t / block_size], slot t % block_size.
+static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t) {
+    return (int64_t)table[t / block_size] * block_size + t % block_size;
+}
+
 TSR_MULTIVERSION
 void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
+                       const int32_t *block_table, int64_t block_size,
                        int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
                        int64_t head_dim, float scale, float *scratch) {
     const int64_t group = n_heads / n_kv_heads;
@@ -14,13 +20,22 @@ void tsr_attention_row(float *out, const float *q, const float *k, const float *
         const int64_t kvh = h / group;
         float *o = out + h * head_dim;
         for (int64_t t = 0; t < n_ctx; t++) {
-            scratch[t] = tsr_dot(qh, k + t * kv_stride + kvh * head_dim, head_dim) * scale;
+            const int64_t row = kv_row(block_table, block_size, t);
+            scratch[t] = tsr_dot(qh, k + row * kv_stride + kvh * head_dim, head_dim) * scale;
         }
         tsr_softmax(scratch, n_ctx);
         memset(o, 0, (size_t)head_dim * sizeof(float));
         for (int64_t t = 0; t < n_ctx; t++) {
-            tsr_axpy(o, scratch[t], v + t * kv_stride + kvh * head_dim, head_dim);
+            const int64_t row = kv_row(block_table, block_size, t);
+            tsr_axpy(o, scratch[t], v + row * kv_stride + kvh * head_dim, head_dim);
         }
+    }
+}
+
+void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
+                     int64_t n_rows, int64_t row_width) {
+    for (int64_t t = 0; t < n_rows; t++) {
+        memcpy(dst + t * row_width, src + kv_row(block_table, block_size, t) * row_width, (size_t)row_width * sizeof(float));
     }
 }
 

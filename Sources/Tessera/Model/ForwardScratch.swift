@@ -28,7 +28,11 @@ public final class ForwardScratch: @unchecked Sendable {
 
     deinit { loraSegments.deallocate() }
 
-    func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0) throws(InferenceError) {
+    var gatheredKeys: FloatBuffer!   // (context, kvDim): a paged sequence's keys made contiguous for prefill
+    var gatheredValues: FloatBuffer! // (context, kvDim)
+    private(set) var gatheredCapacity = 0
+
+    func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0, gatheredRows: Int = 0) throws(InferenceError) {
         func make(_ n: Int) throws(InferenceError) -> FloatBuffer {
             guard let b = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: n * 4) }
             return b
@@ -54,6 +58,11 @@ public final class ForwardScratch: @unchecked Sendable {
             let r = max(logitRows, 4)
             logits = try make(r * c.vocabularySize)
             logitCapacity = r
+        }
+        if gatheredRows > gatheredCapacity {
+            gatheredKeys = try make(gatheredRows * c.kvDimension)
+            gatheredValues = try make(gatheredRows * c.kvDimension)
+            gatheredCapacity = gatheredRows
         }
         if loraElements > loraCapacity {
             loraShrunk = try make(loraElements)

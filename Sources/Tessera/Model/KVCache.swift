@@ -1,77 +1,113 @@
-/// The keys and values of one sequence, contiguous per layer: `(layer, capacity, kvDim)`.
+/// Fixed-size blocks of keys and values for every layer, from one allocation sized by a
+/// memory budget: `(layer, block, slot, kvDim)` for keys and again for values.
 ///
-/// Owned by exactly one sequence; the forward pass writes position `p` of this cache only for
-/// rows of that sequence, and a row attends only to its own cache. (The engine replaces this
-/// with paged blocks; the forward pass sees the same per-layer row stride either way.)
-public final class KVCache: @unchecked Sendable {
-    /// Positions this cache can hold.
-    public let capacity: Int
+/// Blocks are handed to one sequence at a time (its ``KVCache``); the pool itself is not
+/// thread-safe: one owner (the engine's compute thread, or a single cache) allocates and frees.
+public final class KVBlockPool: @unchecked Sendable {
+    /// Positions per block.
+    public let blockSize: Int
+    /// Blocks in the pool.
+    public let blockCount: Int
     let layerCount: Int
     let kvDimension: Int
-    let keys: FloatBuffer    // (layer, capacity, kvDim)
-    let values: FloatBuffer  // (layer, capacity, kvDim)
-    /// Number of positions written so far (0...capacity).
-    public internal(set) var count: Int = 0
+    let keys: FloatBuffer
+    let values: FloatBuffer
+    private var freeBlocks: [Int32]
 
-    init(config: LlamaConfig, capacity: Int) throws(InferenceError) {
-        self.capacity = capacity
+    /// A pool of `blockCount` blocks of `blockSize` positions for `config`.
+    public init(config: LlamaConfig, blockSize: Int, blockCount: Int) throws(InferenceError) {
+        precondition(blockSize > 0 && blockCount > 0, "a KV pool needs at least one block of one position")
+        self.blockSize = blockSize
+        self.blockCount = blockCount
         layerCount = config.layerCount
         kvDimension = config.kvDimension
-        let n = config.layerCount * capacity * config.kvDimension
-        guard capacity > 0, let k = FloatBuffer(count: n), let v = FloatBuffer(count: n) else {
-            throw InferenceError.outOfMemory(bytes: 2 * n * 4)
-        }
+        let n = config.layerCount * blockCount * blockSize * config.kvDimension
+        guard let k = FloatBuffer(count: n), let v = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: 2 * n * 4) }
         keys = k
         values = v
+        freeBlocks = (0..<Int32(blockCount)).reversed()
     }
 
-    /// Bytes held by this cache.
-    public var byteCount: Int { keys.byteCount + values.byteCount }
-
-    /// Forgets positions from `position` on (for a new request on the same cache, or a rewind).
-    public func truncate(to position: Int) { count = max(0, min(count, position)) }
-
-    @inline(__always) func keyRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        keys.pointer + (layer * capacity + position) * kvDimension
+    /// A pool sized to a byte budget.
+    public convenience init(config: LlamaConfig, blockSize: Int = 16, memoryBytes: Int) throws(InferenceError) {
+        let perBlock = Self.bytesPerBlock(config: config, blockSize: blockSize)
+        try self.init(config: config, blockSize: blockSize, blockCount: max(1, memoryBytes / perBlock))
     }
-    @inline(__always) func valueRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        values.pointer + (layer * capacity + position) * kvDimension
+
+    /// Bytes one block holds (keys and values of every layer).
+    public static func bytesPerBlock(config: LlamaConfig, blockSize: Int) -> Int {
+        2 * config.layerCount * blockSize * config.kvDimension * MemoryLayout<Float>.stride
+    }
+
+    /// Blocks not held by any sequence.
+    public var freeCount: Int { freeBlocks.count }
+
+    /// Takes a free block, or nil when the pool is exhausted.
+    func allocate() -> Int32? { freeBlocks.popLast() }
+
+    /// Returns a block to the pool.
+    func release(_ block: Int32) { freeBlocks.append(block) }
+
+    @inline(__always) func keyBase(layer: Int) -> UnsafeMutablePointer<Float> {
+        keys.pointer + layer * blockCount * blockSize * kvDimension
+    }
+    @inline(__always) func valueBase(layer: Int) -> UnsafeMutablePointer<Float> {
+        values.pointer + layer * blockCount * blockSize * kvDimension
     }
 }
 
-/// The rows of one forward pass. Each row is one token of one sequence at one position;
-/// rows of the same sequence must be in order of position and continue what its cache holds.
-/// Reuse one batch across steps (`removeAll`) so steps do not allocate.
-public struct ForwardBatch: Sendable {
-    public private(set) var tokens: [Int32] = []
-    public private(set) var positions: [Int] = []
-    /// Index of each row's sequence in the `caches` array passed to ``LlamaModel/forward(_:caches:scratch:)``.
-    public private(set) var sequences: [Int] = []
-    /// Rows whose logits are wanted, in the order they are returned.
-    public private(set) var logitRows: [Int] = []
-    /// Index of each row's adapter in the `adapters` array passed to the forward pass, or -1 for none.
-    public private(set) var adapters: [Int] = []
+/// The keys and values of one sequence: a block table into a ``KVBlockPool``.
+///
+/// Owned by exactly one sequence; the forward pass writes position `p` of this cache only for
+/// rows of that sequence, and a row attends only to its own cache. A cache from
+/// ``LlamaModel/makeCache(capacity:)`` owns a private pool of one block (contiguous).
+public final class KVCache: @unchecked Sendable {
+    public let pool: KVBlockPool
+    /// Block ids, in position order.
+    public private(set) var blocks: [Int32] = []
+    /// Number of positions written so far.
+    public internal(set) var count: Int = 0
 
-    public init() {}
+    /// A cache drawing blocks from `pool` as it grows (``reserve(positions:)``).
+    public init(pool: KVBlockPool) { self.pool = pool }
 
-    public var count: Int { tokens.count }
+    /// Positions the blocks held so far can take.
+    public var capacity: Int { blocks.count * pool.blockSize }
 
-    /// Appends a row; `wantLogits` asks for this row's next-token logits; `adapter` indexes the
-    /// forward pass's adapters (nil: the base model alone). Rows sharing an adapter are best kept
-    /// next to each other: each run of equal adapters is one segment of the LoRA kernels.
-    public mutating func append(token: Int32, position: Int, sequence: Int, wantLogits: Bool, adapter: Int? = nil) {
-        if wantLogits { logitRows.append(tokens.count) }
-        tokens.append(token)
-        positions.append(position)
-        sequences.append(sequence)
-        adapters.append(adapter ?? -1)
+    /// Bytes held by this cache's blocks.
+    public var byteCount: Int { blocks.count * 2 * pool.layerCount * pool.blockSize * pool.kvDimension * MemoryLayout<Float>.stride }
+
+    /// Makes room for `positions` positions in all, taking blocks from the pool; false (and
+    /// nothing taken) when the pool has too few free blocks.
+    public func reserve(positions: Int) -> Bool {
+        let needed = (positions + pool.blockSize - 1) / pool.blockSize - blocks.count
+        guard needed > 0 else { return true }
+        guard needed <= pool.freeCount else { return false }
+        for _ in 0..<needed { if let b = pool.allocate() { blocks.append(b) } }
+        return true
     }
 
-    public mutating func removeAll() {
-        tokens.removeAll(keepingCapacity: true)
-        positions.removeAll(keepingCapacity: true)
-        sequences.removeAll(keepingCapacity: true)
-        logitRows.removeAll(keepingCapacity: true)
-        adapters.removeAll(keepingCapacity: true)
+    /// Gives every block back to the pool and forgets all positions.
+    public func releaseAll() {
+        for b in blocks { pool.release(b) }
+        blocks.removeAll()
+        count = 0
+    }
+
+    /// Forgets positions from `position` on (blocks are kept).
+    public func truncate(to position: Int) { count = max(0, min(count, position)) }
+
+    deinit {
+        // A cache dropped without releaseAll still returns its blocks.
+        for b in blocks { pool.release(b) }
+    }
+
+    @inline(__always) func keyRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
+        let bs = pool.blockSize
+        return pool.keyBase(layer: layer) + (Int(blocks[position / bs]) * bs + position % bs) * pool.kvDimension
+    }
+    @inline(__always) func valueRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
+        let bs = pool.blockSize
+        return pool.valueBase(layer: layer) + (Int(blocks[position / bs]) * bs + position % bs) * pool.kvDimension
     }
 }

@@ -26,9 +26,13 @@ public final class LlamaModel: Sendable {
     /// Bytes of weights held in memory.
     public var weightBytes: Int { weights.byteCount }
 
-    /// A KV cache for one sequence of up to `capacity` positions (at most the model's context).
+    /// A contiguous KV cache for one sequence of up to `capacity` positions (at most the
+    /// model's context): a private pool of one block.
     public func makeCache(capacity: Int) throws(InferenceError) -> KVCache {
-        try KVCache(config: config, capacity: min(max(capacity, 1), config.contextLength))
+        let positions = min(max(capacity, 1), config.contextLength)
+        let cache = KVCache(pool: try KVBlockPool(config: config, blockSize: positions, blockCount: 1))
+        _ = cache.reserve(positions: positions)
+        return cache
     }
 
     /// Scratch buffers for one compute thread.
@@ -69,7 +73,8 @@ public final class LlamaModel: Sendable {
             throw InferenceError.invalidBatch("adapter '\(a.name)' was loaded for a model with \(a.layerCount) layers")
         }
         let lora = LoRASegments(batch: batch, adapters: adapters, kernel: scratch.loraKernel)
-        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: max(lora.longest, 1) * lora.maxRank)
+        try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: max(lora.longest, 1) * lora.maxRank,
+                            gatheredRows: longest >= Self.gemmAttentionMinimumRows ? maxContext : 0)
 
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
@@ -172,17 +177,35 @@ public final class LlamaModel: Sendable {
         let c = config
         let qd = c.queryDimension, kvd = c.kvDimension, qkvd = qd + 2 * kvd, hd = c.headDimension
         let qkv = scratch.qkv.pointer, out = scratch.attention.pointer, scores = scratch.scores.pointer
-        let keys = cache.keyRow(layer: l, position: 0), values = cache.valueRow(layer: l, position: 0)
+        let pool = cache.pool
+        let keyBase = pool.keyBase(layer: l), valueBase = pool.valueBase(layer: l)
         if rows.count < Self.gemmAttentionMinimumRows {
-            for i in rows {
-                tsr_attention_row(out + i * qd, qkv + i * qkvd, keys, values, Int64(batch.positions[i] + 1), Int64(kvd),
-                                  Int64(c.headCount), Int64(c.kvHeadCount), Int64(hd), scale, scores)
+            cache.blocks.withUnsafeBufferPointer { table in
+                for i in rows {
+                    tsr_attention_row(out + i * qd, qkv + i * qkvd, keyBase, valueBase, table.baseAddress, Int64(pool.blockSize),
+                                      Int64(batch.positions[i] + 1), Int64(kvd), Int64(c.headCount), Int64(c.kvHeadCount),
+                                      Int64(hd), scale, scores)
+                }
             }
             return
         }
         // Prefill: per head, scores = Q·Kᵀ over the whole visible context, masked softmax, then ·V.
         let first = rows.lowerBound, count = rows.count
         let firstPosition = batch.positions[first], context = firstPosition + count
+        // K and V of positions 0..<context as contiguous rows: in place for a one-block cache,
+        // else gathered from the sequence's blocks.
+        let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
+        if cache.blocks.count == 1 || (context <= pool.blockSize) {
+            keys = UnsafePointer(keyBase + Int(cache.blocks[0]) * pool.blockSize * kvd)
+            values = UnsafePointer(valueBase + Int(cache.blocks[0]) * pool.blockSize * kvd)
+        } else {
+            cache.blocks.withUnsafeBufferPointer { table in
+                tsr_gather_rows(scratch.gatheredKeys.pointer, keyBase, table.baseAddress, Int64(pool.blockSize), Int64(context), Int64(kvd))
+                tsr_gather_rows(scratch.gatheredValues.pointer, valueBase, table.baseAddress, Int64(pool.blockSize), Int64(context), Int64(kvd))
+            }
+            keys = UnsafePointer(scratch.gatheredKeys.pointer)
+            values = UnsafePointer(scratch.gatheredValues.pointer)
+        }
         let group = c.headCount / c.kvHeadCount
         for h in 0..<c.headCount {
             let kvHead = h / group

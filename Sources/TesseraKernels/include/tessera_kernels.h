@@ -69,12 +69,17 @@ void tsr_rope_neox(float *x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
 // ---- attention (attention.c) ----
 
 /// Causal attention for one query row over `n_ctx` cached positions of its own sequence.
-/// q: [n_heads * head_dim]; k, v: n_ctx rows with stride `kv_stride` floats, head kvh at kvh*head_dim;
+/// q: [n_heads * head_dim]; k, v: the layer's block storage, rows of `kv_stride` floats, head kvh
+/// at kvh*head_dim; position t is row block_table[t / block_size] * block_size + t % block_size.
 /// out: [n_heads * head_dim]; scratch: at least n_ctx floats. Grouped-query: head h reads kv head
 /// h / (n_heads / n_kv_heads).
 void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
+                       const int32_t *block_table, int64_t block_size,
                        int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
                        int64_t head_dim, float scale, float *scratch);
+/// Copies positions 0..<n_rows of a paged sequence into contiguous rows of `row_width` floats.
+void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
+                     int64_t n_rows, int64_t row_width);
 /// Causal mask + scaled softmax for a block of attention scores: row i (query at position
 /// first_pos + i) keeps columns 0...first_pos+i, the rest become 0 after softmax.
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
