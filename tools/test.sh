@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 swift build --build-tests
 swift run tessera models pull >/dev/null
-swift test --skip-build "$@"
+swift test --skip-build --disable-swift-testing "$@"
