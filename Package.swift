@@ -11,6 +11,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface, found through pkg-config.
@@ -30,7 +31,11 @@ let package = Package(
         ),
         .target(
             name: "Tessera",
-            dependencies: ["CBLAS", "TesseraKernels", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "CBLAS", "TesseraKernels",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
@@ -42,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TesseraTests",
-            dependencies: ["Tessera"],
+            dependencies: ["Tessera", .product(name: "MetricsTestKit", package: "swift-metrics")],
             exclude: ["Fixtures"]
         ),
     ]

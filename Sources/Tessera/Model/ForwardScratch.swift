@@ -23,6 +23,9 @@ public final class ForwardScratch: @unchecked Sendable {
     private var loraSegmentCapacity = 1
     /// How LoRA deltas are computed on this compute thread.
     public var loraKernel: LoRAKernel = .automatic
+    /// Compute every row alone (matrix-vector products, per-row attention, the row-wise LoRA
+    /// kernel) so that a row's numbers do not depend on what else is in the batch.
+    public var deterministic = false
 
     public init(config: LlamaConfig) { self.config = config }
 

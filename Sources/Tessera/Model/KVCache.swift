@@ -13,6 +13,8 @@ public final class KVBlockPool: @unchecked Sendable {
     let keys: FloatBuffer
     let values: FloatBuffer
     private var freeBlocks: [Int32]
+    /// Holders of each block: its sequence, plus the prefix cache and any sequence sharing it.
+    private var references: [Int32]
 
     /// A pool of `blockCount` blocks of `blockSize` positions for `config`.
     public init(config: LlamaConfig, blockSize: Int, blockCount: Int) throws(InferenceError) {
@@ -26,6 +28,7 @@ public final class KVBlockPool: @unchecked Sendable {
         keys = k
         values = v
         freeBlocks = (0..<Int32(blockCount)).reversed()
+        references = [Int32](repeating: 0, count: blockCount)
     }
 
     /// A pool sized to a byte budget.
@@ -42,11 +45,25 @@ public final class KVBlockPool: @unchecked Sendable {
     /// Blocks not held by any sequence.
     public var freeCount: Int { freeBlocks.count }
 
-    /// Takes a free block, or nil when the pool is exhausted.
-    func allocate() -> Int32? { freeBlocks.popLast() }
+    /// Takes a free block (one reference), or nil when the pool is exhausted.
+    func allocate() -> Int32? {
+        guard let b = freeBlocks.popLast() else { return nil }
+        references[Int(b)] = 1
+        return b
+    }
 
-    /// Returns a block to the pool.
-    func release(_ block: Int32) { freeBlocks.append(block) }
+    /// Adds a holder to a block in use.
+    func retain(_ block: Int32) { references[Int(block)] += 1 }
+
+    /// Drops a holder; the block returns to the pool with its last one.
+    func release(_ block: Int32) {
+        references[Int(block)] -= 1
+        precondition(references[Int(block)] >= 0, "KV block released more often than held")
+        if references[Int(block)] == 0 { freeBlocks.append(block) }
+    }
+
+    /// Number of holders of a block.
+    func referenceCount(_ block: Int32) -> Int { Int(references[Int(block)]) }
 
     @inline(__always) func keyBase(layer: Int) -> UnsafeMutablePointer<Float> {
         keys.pointer + layer * blockCount * blockSize * kvDimension
@@ -85,6 +102,15 @@ public final class KVCache: @unchecked Sendable {
         guard needed <= pool.freeCount else { return false }
         for _ in 0..<needed { if let b = pool.allocate() { blocks.append(b) } }
         return true
+    }
+
+    /// Starts the cache with shared, already-filled blocks (a prefix-cache hit): `positions`
+    /// positions are taken as written. Shared blocks are full and never written again.
+    func adopt(sharedBlocks: [Int32], positions: Int) {
+        precondition(blocks.isEmpty, "adopt starts an empty cache")
+        for b in sharedBlocks { pool.retain(b) }
+        blocks = sharedBlocks
+        count = positions
     }
 
     /// Gives every block back to the pool and forgets all positions.

@@ -67,12 +67,13 @@ public final class LlamaModel: Sendable {
             maxContext = max(maxContext, p + 1)
         }
         let segments = Self.segments(of: batch)
-        let longest = segments.map(\.count).max() ?? 1
+        let longest = scratch.deterministic ? 1 : (segments.map(\.count).max() ?? 1)
         let scoreNeed = longest >= Self.gemmAttentionMinimumRows ? longest * maxContext : maxContext
         for a in adapters where a.layerCount != c.layerCount {
             throw InferenceError.invalidBatch("adapter '\(a.name)' was loaded for a model with \(a.layerCount) layers")
         }
-        let lora = LoRASegments(batch: batch, adapters: adapters, kernel: scratch.loraKernel)
+        let lora = LoRASegments(batch: batch, adapters: adapters, kernel: scratch.deterministic ? .fused : scratch.loraKernel)
+        let rowwise = scratch.deterministic
         try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: max(lora.longest, 1) * lora.maxRank,
                             gatheredRows: longest >= Self.gemmAttentionMinimumRows ? maxContext : 0)
 
@@ -90,7 +91,7 @@ public final class LlamaModel: Sendable {
             // Attention block: x += Wo · attention(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
             tsr_rmsnorm_rows(normed, x, w.attentionNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv.pointer, outputs: qkvd, inputs: d,
-                        output: qkv, outputStride: qkvd, accumulate: false)
+                        output: qkv, outputStride: qkvd, accumulate: false, rowwise: rowwise)
             if !lora.isEmpty {
                 lora.apply(.q, layer: l, input: normed, inputStride: d, output: qkv, outputStride: qkvd, config: c, scratch: scratch)
                 lora.apply(.k, layer: l, input: normed, inputStride: d, output: qkv + qd, outputStride: qkvd, config: c, scratch: scratch)
@@ -109,7 +110,7 @@ public final class LlamaModel: Sendable {
                 attend(rows: segment, layer: l, batch: batch, cache: cache, scratch: scratch, scale: scale)
             }
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput.pointer, outputs: d, inputs: qd,
-                        output: x, outputStride: d, accumulate: true)
+                        output: x, outputStride: d, accumulate: true, rowwise: rowwise)
             if !lora.isEmpty {
                 lora.apply(.o, layer: l, input: attn, inputStride: qd, output: x, outputStride: d, config: c, scratch: scratch)
             }
@@ -117,14 +118,14 @@ public final class LlamaModel: Sendable {
             // MLP block: x += Wdown · (silu(Wgate·n) ⊙ Wup·n), n = rmsnorm(x)
             tsr_rmsnorm_rows(normed, x, w.ffnNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp.pointer, outputs: 2 * ff, inputs: d,
-                        output: gu, outputStride: 2 * ff, accumulate: false)
+                        output: gu, outputStride: 2 * ff, accumulate: false, rowwise: rowwise)
             if !lora.isEmpty {
                 lora.apply(.gate, layer: l, input: normed, inputStride: d, output: gu, outputStride: 2 * ff, config: c, scratch: scratch)
                 lora.apply(.up, layer: l, input: normed, inputStride: d, output: gu + ff, outputStride: 2 * ff, config: c, scratch: scratch)
             }
             tsr_silu_mul_rows(gu, Int64(2 * ff), gu + ff, Int64(2 * ff), Int64(n), Int64(ff))
             Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down.pointer, outputs: d, inputs: ff,
-                        output: x, outputStride: d, accumulate: true)
+                        output: x, outputStride: d, accumulate: true, rowwise: rowwise)
             if !lora.isEmpty {
                 lora.apply(.down, layer: l, input: gu, inputStride: 2 * ff, output: x, outputStride: d, config: c, scratch: scratch)
             }
@@ -138,7 +139,7 @@ public final class LlamaModel: Sendable {
         }
         if m > 0 {
             Self.linear(rows: m, input: normed, inputStride: d, weight: weights.lmHead.pointer, outputs: c.vocabularySize,
-                        inputs: d, output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false)
+                        inputs: d, output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false, rowwise: rowwise)
         }
         return Logits(scratch: scratch, rows: m, vocabularySize: c.vocabularySize)
     }
@@ -147,7 +148,15 @@ public final class LlamaModel: Sendable {
     @inline(__always)
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
                        outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
-                       scale: Float = 1) {
+                       scale: Float = 1, rowwise: Bool = false) {
+        if rowwise && rows > 1 {
+            // Deterministic mode: each row alone, so its summation order never depends on the batch.
+            for r in 0..<rows {
+                linear(rows: 1, input: input + r * inputStride, inputStride: inputStride, weight: weight, outputs: outputs,
+                       inputs: inputs, output: output + r * outputStride, outputStride: outputStride, accumulate: accumulate, scale: scale)
+            }
+            return
+        }
         if rows == 1 {
             // OpenBLAS 0.3.21's sgemm packs the whole weight matrix even for one row; sgemv
             // streams it once, which is what a decode step is bound by.
@@ -179,7 +188,7 @@ public final class LlamaModel: Sendable {
         let qkv = scratch.qkv.pointer, out = scratch.attention.pointer, scores = scratch.scores.pointer
         let pool = cache.pool
         let keyBase = pool.keyBase(layer: l), valueBase = pool.valueBase(layer: l)
-        if rows.count < Self.gemmAttentionMinimumRows {
+        if rows.count < Self.gemmAttentionMinimumRows || scratch.deterministic {
             cache.blocks.withUnsafeBufferPointer { table in
                 for i in rows {
                     tsr_attention_row(out + i * qd, qkv + i * qkvd, keyBase, valueBase, table.baseAddress, Int64(pool.blockSize),

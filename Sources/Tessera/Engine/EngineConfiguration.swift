@@ -1,0 +1,25 @@
+/// The engine's limits and policies. Configuration is data: the CLI flags, the server config
+/// and library callers all fill this one struct.
+public struct EngineConfiguration: Sendable, Codable, Equatable {
+    /// Rows (prefill tokens plus decode tokens) per forward pass (`--max-batch-tokens`).
+    public var maxBatchTokens: Int = 512
+    /// Sequences running at once (`--max-seqs`).
+    public var maxSequences: Int = 64
+    /// Bytes of KV cache in the shared block pool.
+    public var kvCacheBytes: Int = 256 << 20
+    /// Positions per KV block.
+    public var kvBlockSize: Int = 16
+    /// Running sequences one tenant may have.
+    public var maxRunningPerTenant: Int = 32
+    /// Requests one tenant may have waiting; past it, submissions are refused at once.
+    public var maxQueuedPerTenant: Int = 256
+    /// Relative service weights per tenant (default 1): a weight-2 tenant gets twice the tokens.
+    public var tenantWeights: [String: Double] = [:]
+    /// Fixed summation order: each row is computed alone (matrix-vector products, per-row
+    /// attention), so a row's numbers are bitwise the same whatever shares its batch. Slower.
+    public var deterministic: Bool = false
+    /// Keep the KV blocks of finished prompts for reuse by the same tenant and adapter version.
+    public var prefixCaching: Bool = true
+
+    public init() {}
+}

@@ -1,0 +1,48 @@
+import Metrics
+
+/// The engine's metrics through swift-metrics, per tenant and adapter, so a server can export
+/// them (Prometheus) with whatever backend it bootstraps. Names follow the inference-gateway
+/// conventions where one exists.
+struct EngineMetrics: Sendable {
+    private func dims(_ tenant: String, _ adapter: String?) -> [(String, String)] {
+        [("tenant", tenant), ("adapter", adapter ?? "")]
+    }
+
+    func rejected(tenant: String) {
+        Counter(label: "tessera_requests_rejected_total", dimensions: [("tenant", tenant)]).increment()
+    }
+
+    func admitted(tenant: String, adapter: String?) {
+        Counter(label: "tessera_requests_admitted_total", dimensions: dims(tenant, adapter)).increment()
+    }
+
+    func finished(tenant: String, adapter: String?, reason: EngineFinishReason) {
+        Counter(label: "tessera_requests_finished_total", dimensions: dims(tenant, adapter) + [("reason", reason.rawValue)]).increment()
+    }
+
+    func tokens(tenant: String, adapter: String?, prompt: Int, generated: Int) {
+        if prompt > 0 { Counter(label: "tessera_prompt_tokens_total", dimensions: dims(tenant, adapter)).increment(by: prompt) }
+        if generated > 0 { Counter(label: "tessera_generation_tokens_total", dimensions: dims(tenant, adapter)).increment(by: generated) }
+    }
+
+    func timeToFirstToken(tenant: String, adapter: String?, nanoseconds: Int64) {
+        Timer(label: "tessera_time_to_first_token_seconds", dimensions: dims(tenant, adapter)).recordNanoseconds(nanoseconds)
+    }
+
+    func timePerOutputToken(tenant: String, adapter: String?, nanoseconds: Int64) {
+        Timer(label: "tessera_time_per_output_token_seconds", dimensions: dims(tenant, adapter)).recordNanoseconds(nanoseconds)
+    }
+
+    func occupancy(queued: [String: Int], running: [String: Int], kvUtilization: Double) {
+        for (t, n) in queued { Gauge(label: "tessera_queued_requests", dimensions: [("tenant", t)]).record(n) }
+        for (t, n) in running { Gauge(label: "tessera_running_requests", dimensions: [("tenant", t)]).record(n) }
+        Gauge(label: "tessera_kv_cache_utilization").record(kvUtilization)
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, a) = components
+        return s * 1_000_000_000 + a / 1_000_000_000
+    }
+}
