@@ -6,6 +6,7 @@ struct GenerateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "generate", abstract: "Generate text from a prompt, streaming it to stdout.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var engineOptions: EngineOptions
 
     @Option(help: "The prompt.")
     var prompt: String
@@ -55,25 +56,30 @@ struct GenerateCommand: AsyncParsableCommand {
             guard let tokenizer = bundle.tokenizer else {
                 throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
             }
-            var text = prompt
-            if chat {
-                let template = try bundle.chatTemplate()
-                text = template.render([ChatMessage(role: "user", content: prompt)], addGenerationPrompt: true)
+            let store = AdapterStore(base: bundle.model.config, configuration: engineOptions.storeConfiguration)
+            var adapterName: String?
+            if let adapter, let path = modelOptions.adapter {
+                // Already loaded and checked once; the engine leases it from the store.
+                try await store.register(name: adapter.name, path: path)
+                adapterName = adapter.name
             }
-            let request = GenerationRequest(
-                promptTokens: tokenizer.encode(text),
-                maxTokens: maxTokens,
+            let engine = try Engine(model: bundle.model, tokenizer: tokenizer, adapters: store, configuration: engineOptions.engineConfiguration)
+            defer { engine.stop() }
+            let request = EngineRequest(
+                tenant: "cli", adapter: adapterName,
+                prompt: chat ? .chat([ChatMessage(role: "user", content: prompt)]) : .text(prompt),
                 sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, minP: minP,
                                              repetitionPenalty: repetitionPenalty, seed: seed),
-                ignoreEOS: ignoreEos, stopStrings: stop, adapter: adapter)
-            let generator = Generator(model: bundle.model, tokenizer: tokenizer)
-            let json = self.json
-            let result = try await onComputeThread {
-                try generator.generate(request) { piece in
-                    if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
-                    return true
-                }
+                maxTokens: maxTokens, stopStrings: stop, ignoreEOS: ignoreEos)
+            var tokenIds: [Int32] = []
+            var text = ""
+            for try await event in engine.submit(request) {
+                guard case .delta(let piece, let ids, _) = event else { continue }
+                tokenIds += ids
+                text += piece
+                if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
             }
+            let result = (tokenIds: tokenIds, text: text)
             if json {
                 try printJSON(Output(token_ids: result.tokenIds, text: result.text))
             } else {
