@@ -8,6 +8,7 @@ public enum ComputeThreads {
     /// Sets the thread count for matmuls. Call before the first forward pass.
     public static func configure(threads: Int) {
         openblas_set_num_threads(Int32(max(1, threads)))
+        tsr_threads_set(Int32(max(1, threads)))
     }
 
     /// Threads OpenBLAS will use.

@@ -14,6 +14,10 @@ public final class LlamaModel: Sendable {
     /// The file or directory it came from.
     public let source: String
 
+    /// Up to this many rows, linear layers use the few-rows kernel instead of sgemm (measured:
+    /// `tessera bench-lora` / `bench-engine`, see bench/RESULTS.md).
+    nonisolated(unsafe) static var fewRowsLimit = 12
+
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
 
@@ -149,19 +153,12 @@ public final class LlamaModel: Sendable {
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
                        outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
                        scale: Float = 1, rowwise: Bool = false) {
-        if rowwise && rows > 1 {
-            // Deterministic mode: each row alone, so its summation order never depends on the batch.
-            for r in 0..<rows {
-                linear(rows: 1, input: input + r * inputStride, inputStride: inputStride, weight: weight, outputs: outputs,
-                       inputs: inputs, output: output + r * outputStride, outputStride: outputStride, accumulate: accumulate, scale: scale)
-            }
-            return
-        }
-        if rows == 1 {
-            // OpenBLAS 0.3.21's sgemm packs the whole weight matrix even for one row; sgemv
-            // streams it once, which is what a decode step is bound by.
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), scale, weight, Int32(inputs),
-                        input, 1, accumulate ? 1 : 0, output, 1)
+        if rows <= fewRowsLimit || rowwise {
+            // Decode-sized batches: OpenBLAS's sgemm packs the whole weight matrix per call (5x
+            // the cost of streaming it at one row); our kernel streams W once for all rows.
+            // Deterministic mode (rowwise) makes every row's bits independent of the batch.
+            tsr_matmul_few_rows(input, Int64(inputStride), Int64(rows), weight, Int64(outputs), Int64(inputs),
+                                output, Int64(outputStride), scale, accumulate ? 1 : 0, rowwise ? 1 : 0)
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs),

@@ -102,6 +102,21 @@ void tsr_lora_segments(const tsr_lora_segment *segments, int64_t segment_count,
                        const float *x, int64_t x_stride, int64_t inputs,
                        float *y, int64_t y_stride, int64_t outputs, float *shrunk);
 
+// ---- threads (threads.c) and few-row matmul (matmul.c) ----
+
+/// A task run on every pool thread: `thread` in 0..<threads.
+typedef void (*tsr_task_fn)(void *ctx, int thread, int threads);
+/// Sets the threads our kernels use (the caller counts as one); starts workers as needed.
+void tsr_threads_set(int n);
+int tsr_threads_get(void);
+/// Runs `fn` on every thread of the pool and returns when all are done. Callers are serialised.
+void tsr_parallel(tsr_task_fn fn, void *ctx);
+
+/// y(rows, outputs) (+)= alpha · x(rows, inputs) · W(outputs, inputs)ᵀ, streaming W once, for
+/// few rows. With `batch_invariant`, a row's result is bitwise independent of `rows`.
+void tsr_matmul_few_rows(const float *x, int64_t x_stride, int64_t rows, const float *w, int64_t outputs, int64_t inputs,
+                         float *y, int64_t y_stride, float alpha, int accumulate, int batch_invariant);
+
 // ---- CPU features (cpu.c) ----
 
 /// Bit set of TSR_CPU_* for the running CPU.
