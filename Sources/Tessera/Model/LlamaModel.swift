@@ -16,7 +16,7 @@ public final class LlamaModel: Sendable {
 
     /// Up to this many rows, linear layers use the few-rows kernel instead of sgemm (measured:
     /// `tessera bench-lora` / `bench-engine`, see bench/RESULTS.md).
-    nonisolated(unsafe) static var fewRowsLimit = 12
+    nonisolated(unsafe) public static var fewRowsLimit = 16
 
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
