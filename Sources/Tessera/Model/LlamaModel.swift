@@ -153,6 +153,13 @@ public final class LlamaModel: Sendable {
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
                        outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
                        scale: Float = 1, rowwise: Bool = false) {
+        if rows == 1 && !rowwise {
+            // One row: OpenBLAS's sgemv streams W with its own threads, a little faster than our
+            // pool's per-call synchronisation (bench/RESULTS.md, model benchmark).
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), scale, weight, Int32(inputs),
+                        input, 1, accumulate ? 1 : 0, output, 1)
+            return
+        }
         if rows <= fewRowsLimit || rowwise {
             // Decode-sized batches: OpenBLAS's sgemm packs the whole weight matrix per call (5x
             // the cost of streaming it at one row); our kernel streams W once for all rows.
