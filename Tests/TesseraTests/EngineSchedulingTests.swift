@@ -145,3 +145,15 @@ final class EngineSchedulingTests: XCTestCase {
         engine.stop()
     }
 }
+
+final class EngineConfigurationTests: XCTestCase {
+    func testBadLimitsAreRefusedByName() throws {
+        let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-tied/model.gguf"))
+        var c = EngineConfiguration()
+        c.kvBlockSize = 0
+        XCTAssertThrowsError(try Engine(model: model, tokenizer: nil, configuration: c)) { XCTAssertTrue("\($0)".contains("kv_block_size")) }
+        c = EngineConfiguration()
+        c.tenantWeights = ["x": -1]
+        XCTAssertThrowsError(try Engine(model: model, tokenizer: nil, configuration: c)) { XCTAssertTrue("\($0)".contains("'x'")) }
+    }
+}

@@ -50,6 +50,7 @@ public final class Engine: Sendable {
     /// Starts an engine over a loaded model (and an adapter store for requests with adapters).
     public init(model: LlamaModel, tokenizer: Tokenizer?, adapters: AdapterStore? = nil,
                 configuration: EngineConfiguration = EngineConfiguration()) throws {
+        try configuration.validate()
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = adapters

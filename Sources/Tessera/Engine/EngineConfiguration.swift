@@ -22,4 +22,16 @@ public struct EngineConfiguration: Sendable, Codable, Equatable {
     public var prefixCaching: Bool = true
 
     public init() {}
+
+    /// Checks the limits; the error names the field.
+    public func validate() throws(EngineError) {
+        for (name, value) in [("max_batch_tokens", maxBatchTokens), ("max_seqs", maxSequences), ("kv_block_size", kvBlockSize),
+                              ("max_running_per_tenant", maxRunningPerTenant), ("max_queued_per_tenant", maxQueuedPerTenant)] where value < 1 {
+            throw .invalidParameter("\(name) must be at least 1, got \(value)")
+        }
+        guard kvCacheBytes > 0 else { throw .invalidParameter("kv_cache_bytes must be positive, got \(kvCacheBytes)") }
+        for (tenant, w) in tenantWeights where !(w > 0 && w.isFinite) {
+            throw .invalidParameter("weight of tenant '\(tenant)' must be positive, got \(w)")
+        }
+    }
 }

@@ -20,7 +20,9 @@ public enum SafetensorsWriter {
         var offset = 0
         let sorted = tensors.sorted { $0.name < $1.name }
         for t in sorted {
-            precondition(t.shape.reduce(1, *) == t.values.count, "shape and values disagree for \(t.name)")
+            guard t.shape.reduce(1, *) == t.values.count else {
+                throw FormatError(file: url.path, reason: .badTensorShape(tensor: t.name, shape: t.shape, why: "\(t.values.count) values given"))
+            }
             header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * t.values.count]]
             offset += 4 * t.values.count
         }

@@ -18,7 +18,9 @@ public final class KVBlockPool: @unchecked Sendable {
 
     /// A pool of `blockCount` blocks of `blockSize` positions for `config`.
     public init(config: LlamaConfig, blockSize: Int, blockCount: Int) throws(InferenceError) {
-        precondition(blockSize > 0 && blockCount > 0, "a KV pool needs at least one block of one position")
+        guard blockSize > 0, blockCount > 0 else {
+            throw InferenceError.invalidBatch("a KV pool needs at least one block of one position (got \(blockCount) of \(blockSize))")
+        }
         self.blockSize = blockSize
         self.blockCount = blockCount
         layerCount = config.layerCount
