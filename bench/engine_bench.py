@@ -35,7 +35,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from model_bench import (  # noqa: E402  (reuse the model benchmark's helpers)
-    DEFAULT_PEER_PY, DEFAULT_TESSERA, RESULTS, ROOT, default_model_path, ensure_tessera, machine_info, machine_line,
+    DEFAULT_PEER_PY, DEFAULT_TESSERA, RESULTS, ROOT, default_model_path, ensure_tessera, extract_json_object, machine_info,
+    machine_line,
 )
 
 PEER_SCRIPT = os.path.join(HERE, "peers", "llamacpp_engine_bench.py")
@@ -82,22 +83,7 @@ def validate(obj, who: str) -> dict:
 
 
 def parse_engine_json(stdout: str, who: str) -> dict:
-    text = stdout.strip()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        obj = None
-        for line in reversed(text.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    obj = json.loads(line)
-                    break
-                except json.JSONDecodeError:
-                    continue
-        if obj is None:
-            raise ValueError(f"{who}: no JSON object on stdout:\n{text[-2000:]}")
-        print(f"warning: {who} printed more than the JSON object on stdout; used the last JSON line", file=sys.stderr)
+    obj = extract_json_object(stdout, who)
     return validate(obj, who)
 
 

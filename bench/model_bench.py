@@ -117,24 +117,27 @@ def machine_line(info: dict) -> str:
 
 # ---------------------------------------------------------------- running the engines
 
-def parse_engine_json(stdout: str, who: str) -> dict:
+def extract_json_object(stdout: str, who: str):
+    """The JSON object an engine printed; tolerates log lines before or after it."""
     text = stdout.strip()
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError:
-        # Tolerate log lines before/after: take the last line that parses as an object.
-        obj = None
-        for line in reversed(text.splitlines()):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    obj = json.loads(line)
-                    break
-                except json.JSONDecodeError:
-                    continue
-        if obj is None:
-            raise ValueError(f"{who}: no JSON object on stdout:\n{text[-2000:]}")
-        print(f"warning: {who} printed more than one JSON object on stdout; used the last line", file=sys.stderr)
+        pass
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            print(f"warning: {who} printed more than one JSON object on stdout; used the last line", file=sys.stderr)
+            return obj
+    raise ValueError(f"{who}: no JSON object on stdout:\n{text[-2000:]}")
+
+
+def parse_engine_json(stdout: str, who: str) -> dict:
+    obj = extract_json_object(stdout, who)
     if not isinstance(obj, dict):
         raise ValueError(f"{who}: stdout JSON is not an object")
     for k, t in REQUIRED_KEYS.items():
