@@ -77,3 +77,25 @@ final class TinyModelLogitsTests: XCTestCase {
         assertClose(logits.array(1), aloneB.last!, tolerance: 1e-5, "sequence b")
     }
 }
+
+/// A Mistral-style config (model_type "mistral", a sliding window) runs the same Llama math.
+final class MistralConfigTests: XCTestCase {
+    func testMistralConfigLoadsAndMatchesTheLlamaReference() throws {
+        let dir = try Fixtures.temporaryDirectory().appendingPathComponent("mistral")
+        try FileManager.default.copyItem(at: Fixtures.url("tiny/llama-untied/hf"), to: dir)
+        let url = dir.appendingPathComponent("config.json")
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        config["model_type"] = "mistral"
+        config["architectures"] = ["MistralForCausalLM"]
+        config["sliding_window"] = 64
+        try JSONSerialization.data(withJSONObject: config).write(to: url)
+        let model = try LlamaModel.load(path: dir.path)
+        XCTAssertEqual(model.config.architecture, "mistral")
+        XCTAssertEqual(model.config.contextLength, 64, "context capped at the sliding window, where the math stays exact")
+        let reference = try Fixtures.json("tiny/llama-untied/logits.json")
+        let sequence = try XCTUnwrap((reference["sequences"] as? [[Any]])?.last).int32s
+        let expected = try XCTUnwrap((reference["logits"] as? [[[Any]]])?.last)
+        let actual = try allLogits(model, tokens: sequence)
+        for p in actual.indices { assertClose(actual[p], expected[p].floats, tolerance: 1e-4, "position \(p)") }
+    }
+}

@@ -152,6 +152,10 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         headDimension = try int("head_dim", default: hiddenSize / max(headCount, 1))
         ropeDimension = headDimension
         contextLength = try int("max_position_embeddings", default: 4096)
+        // Mistral-style sliding-window attention is exact up to the window: cap the context there.
+        if let window = object["sliding_window"] as? NSNumber, (object["use_sliding_window"] as? Bool) ?? true, window.intValue > 0 {
+            contextLength = min(contextLength, window.intValue)
+        }
         rmsNormEpsilon = try float("rms_norm_eps", in: object, default: 1e-6)
         ropeTheta = try float("rope_theta", in: ropeDict, default: 10000)
         tiedEmbeddings = (object["tie_word_embeddings"] as? Bool) ?? false
