@@ -55,6 +55,8 @@ struct BenchEngineCommand: AsyncParsableCommand {
                     adapterNames.append(name)
                 }
             }
+            // One untimed warm-up (page faults, thread pools), as the peer does.
+            _ = try await measure(model: model, store: store, count: 1, source: source, adapters: Array(adapterNames.prefix(1)))
             var base: [Row] = [], withAdapters: [Row] = []
             for n in levels {
                 base.append(try await measure(model: model, store: store, count: n, source: source, adapters: []))
