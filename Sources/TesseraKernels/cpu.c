@@ -10,6 +10,8 @@ int tsr_cpu_features(void) {
     if (__builtin_cpu_supports("avx512f")) f |= TSR_CPU_AVX512F;
     if (__builtin_cpu_supports("avx512vnni")) f |= TSR_CPU_AVX512VNNI;
     if (__builtin_cpu_supports("f16c")) f |= TSR_CPU_F16C;
+    if (__builtin_cpu_supports("avx512vl")) f |= TSR_CPU_AVX512VL;
+    if (__builtin_cpu_supports("avx512bw")) f |= TSR_CPU_AVX512BW;
 #endif
     return f;
 }

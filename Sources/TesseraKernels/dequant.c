@@ -2,6 +2,7 @@
 // Block layouts follow ggml's (ggml-common.h): a block is a fixed number of weights
 // stored as scales plus packed integers, little-endian.
 #include "tessera_kernels.h"
+#include "simd.h"
 #include <string.h>
 
 float tsr_f16_to_f32(uint16_t h) {
@@ -90,17 +91,6 @@ static void dequant_q8_0(const uint8_t *b, float *y, int64_t nb) {
     }
 }
 
-// Q4_K packs 8 pairs of 6-bit (scale, min) in 12 bytes.
-static inline void q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 static void dequant_q4_k(const uint8_t *b, float *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, b += 144) {
         const float d = tsr_f16_to_f32(read_u16(b));
@@ -110,9 +100,9 @@ static void dequant_q4_k(const uint8_t *b, float *y, int64_t nb) {
         int is = 0;
         for (int j = 0; j < 256; j += 64) {
             uint8_t sc, m;
-            q4k_scale_min(is + 0, scales, &sc, &m);
+            tsr_q4k_scale_min(is + 0, scales, &sc, &m);
             const float d1 = d * sc, m1 = dmin * m;
-            q4k_scale_min(is + 1, scales, &sc, &m);
+            tsr_q4k_scale_min(is + 1, scales, &sc, &m);
             const float d2 = d * sc, m2 = dmin * m;
             for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0f) - m1;
             for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;

@@ -30,4 +30,14 @@ static inline void tsr_axpy(float *y, float a, const float *x, int64_t n) {
 #pragma clang fp contract(fast)
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+// Q4_K packs 8 pairs of 6-bit (scale, min) in 12 bytes.
+static inline void tsr_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
 #endif

@@ -117,10 +117,50 @@ void tsr_parallel(tsr_task_fn fn, void *ctx);
 void tsr_matmul_few_rows(const float *x, int64_t x_stride, int64_t rows, const float *w, int64_t outputs, int64_t inputs,
                          float *y, int64_t y_stride, float alpha, int accumulate, int batch_invariant);
 
+// ---- matmul over weights in their stored type (qmatmul.c) ----
+
+/// One activation row's block of 32, quantized to 8 bits: x[j] ≈ d·q[j]; s = d·Σq.
+typedef struct {
+    float d;
+    float s;
+    int8_t q[32];
+} tsr_q8_block;
+
+/// Rows of a weight matrix in one stored type (a GGUF tensor, mmapped): stored row g is output
+/// column out_offset + (row_map ? row_map[g] : g). Several parts stack into one matrix.
+typedef struct {
+    int type;                 // TSR_GGML_*
+    const void *data;         // rows × row_bytes
+    int64_t rows;
+    int64_t row_bytes;
+    const int32_t *row_map;   // NULL, or a permutation of 0..<rows
+    int64_t out_offset;
+} tsr_weight_part;
+
+/// Kernel variants of tsr_qmatmul.
+enum { TSR_QIMPL_BEST = 0, TSR_QIMPL_SCALAR = 1, TSR_QIMPL_AVX2 = 2, TSR_QIMPL_AVX512VNNI = 3 };
+/// Whether `impl` runs on this CPU (scalar always does).
+int tsr_qmatmul_available(int impl);
+/// The fastest variant this CPU runs, chosen once from cpuid.
+int tsr_qmatmul_best(void);
+/// Whether `ggml_type` is a block-quantized type (its matmul takes Q8 activations).
+int tsr_type_is_quantized(int ggml_type);
+/// Quantizes `rows` rows of `inputs` floats (a multiple of 32) into rows × inputs/32 blocks.
+void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out);
+/// y(rows, outputs) (+)= alpha · x · Wᵀ, W being the parts stacked by rows. Quantized parts read
+/// `xq` (from tsr_quantize_q8_rows, rows × inputs/32 blocks); F32/F16/BF16 parts read `x`.
+/// A row's result does not depend on `rows` nor on the thread count. impl: TSR_QIMPL_*.
+tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                       const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
+                       float *y, int64_t y_stride, float alpha, int accumulate, int impl);
+/// Dequantizes the matrix's output rows [begin, end) into dst ((end - begin) × inputs floats).
+void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                          int64_t begin, int64_t end, float *dst);
+
 // ---- CPU features (cpu.c) ----
 
 /// Bit set of TSR_CPU_* for the running CPU.
-enum { TSR_CPU_AVX2 = 1, TSR_CPU_FMA = 2, TSR_CPU_AVX512F = 4, TSR_CPU_AVX512VNNI = 8, TSR_CPU_F16C = 16 };
+enum { TSR_CPU_AVX2 = 1, TSR_CPU_FMA = 2, TSR_CPU_AVX512F = 4, TSR_CPU_AVX512VNNI = 8, TSR_CPU_F16C = 16, TSR_CPU_AVX512VL = 32, TSR_CPU_AVX512BW = 64 };
 int tsr_cpu_features(void);
 
 #ifdef __cplusplus

@@ -1,0 +1,182 @@
+// Matrix × few rows with the weights in their stored GGUF type (decode, small batches):
+// y (+)= alpha · x · Wᵀ, W never expanded to f32 in memory.
+//
+// Quantized types: the activations are quantized once per call to 8 bits per block of 32
+// (tsr_q8_block, as llama.cpp's Q8 activations), each weight row is unpacked a chunk at a
+// time into int8 values with per-16 scales (stage 1, in L1), and every activation row takes
+// integer dot products against it (stage 2: AVX2 maddubs, AVX-512 VNNI dpbusd, or scalar).
+// F16 / BF16 / F32 rows are converted a chunk at a time and dotted in f32.
+// Threads split the output rows; a row's summation order does not depend on the row count.
+#include "tessera_kernels.h"
+#include "simd.h"
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define QCHUNK 2048    // weights of a row unpacked at once (a multiple of 256)
+#define QMAXROWS 64    // activation rows served per unpack
+
+static inline uint16_t q_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+int tsr_type_is_quantized(int t) {
+    return t == TSR_GGML_Q4_0 || t == TSR_GGML_Q4_1 || t == TSR_GGML_Q8_0 || t == TSR_GGML_Q4_K || t == TSR_GGML_Q6_K;
+}
+
+typedef struct {
+    const tsr_weight_part *parts; int64_t n_parts; int64_t outputs; int64_t inputs;
+    const tsr_q8_block *xq; const float *x; int64_t x_stride; int64_t rows;
+    float *y; int64_t y_stride; float alpha; int accumulate;
+} qmatmul_job;
+
+// ---- variants ----
+#define QSUFFIX _scalar
+#define QTARGET
+#define QSIMD 0
+#define H2F(h) tsr_f16_to_f32(h)
+#include "qmatmul_impl.h"
+#undef QSUFFIX
+#undef QTARGET
+#undef QSIMD
+#undef H2F
+
+#if defined(__x86_64__) && defined(__clang__)
+#define TSR_HAVE_X86_VARIANTS 1
+#define QSUFFIX _avx2
+#define QTARGET __attribute__((target("avx2,fma,f16c")))
+#define QSIMD 1
+#define H2F(h) _cvtsh_ss(h)
+#include "qmatmul_impl.h"
+#undef QSUFFIX
+#undef QTARGET
+#undef QSIMD
+#undef H2F
+
+#define QSUFFIX _vnni
+#define QTARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")))
+#define QSIMD 2
+#define H2F(h) _cvtsh_ss(h)
+#include "qmatmul_impl.h"
+#undef QSUFFIX
+#undef QTARGET
+#undef QSIMD
+#undef H2F
+#endif
+
+int tsr_qmatmul_available(int impl) {
+    switch (impl) {
+    case TSR_QIMPL_SCALAR: return 1;
+#ifdef TSR_HAVE_X86_VARIANTS
+    case TSR_QIMPL_AVX2: { const int f = tsr_cpu_features(); return (f & TSR_CPU_AVX2) && (f & TSR_CPU_FMA) && (f & TSR_CPU_F16C); }
+    case TSR_QIMPL_AVX512VNNI: { const int f = tsr_cpu_features(); return (f & TSR_CPU_AVX512VNNI) && (f & TSR_CPU_AVX512VL) && (f & TSR_CPU_AVX512BW) && (f & TSR_CPU_F16C); }
+#endif
+    default: return 0;
+    }
+}
+
+int tsr_qmatmul_best(void) {
+    static int best = -1;
+    if (best < 0) {
+        if (tsr_qmatmul_available(TSR_QIMPL_AVX512VNNI)) best = TSR_QIMPL_AVX512VNNI;
+        else if (tsr_qmatmul_available(TSR_QIMPL_AVX2)) best = TSR_QIMPL_AVX2;
+        else best = TSR_QIMPL_SCALAR;
+    }
+    return best;
+}
+
+// ---- activation quantization ----
+
+TSR_MULTIVERSION
+void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
+    const int64_t nb = inputs / 32;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * x_stride;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *v = xr + 32 * b;
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+            const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+            tsr_q8_block *o = out + r * nb + b;
+            int32_t sum = 0;
+            for (int j = 0; j < 32; j++) {
+                const int32_t q = (int32_t)nearbyintf(v[j] * id);
+                o->q[j] = (int8_t)q;
+                sum += q;
+            }
+            o->d = d;
+            o->s = d * (float)sum;
+        }
+    }
+}
+
+// ---- the call ----
+
+typedef struct { const qmatmul_job *job; int impl; } qmatmul_task_ctx;
+
+static void qmatmul_task(void *ctx, int thread, int threads) {
+    const qmatmul_task_ctx *t = (const qmatmul_task_ctx *)ctx;
+    const qmatmul_job *j = t->job;
+    // Equal ranges of outputs, rounded to 16.
+    const int64_t per = ((j->outputs + threads - 1) / threads + 15) / 16 * 16;
+    const int64_t begin = per * thread;
+    const int64_t end = begin + per < j->outputs ? begin + per : j->outputs;
+    if (begin >= end) return;
+    switch (t->impl) {
+#ifdef TSR_HAVE_X86_VARIANTS
+    case TSR_QIMPL_AVX2: qmatmul_range_avx2(j, begin, end); break;
+    case TSR_QIMPL_AVX512VNNI: qmatmul_range_vnni(j, begin, end); break;
+#endif
+    default: qmatmul_range_scalar(j, begin, end); break;
+    }
+}
+
+tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                       const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
+                       float *y, int64_t y_stride, float alpha, int accumulate, int impl) {
+    int64_t outputs = 0;
+    for (int64_t i = 0; i < n_parts; i++) {
+        const int t = parts[i].type;
+        const int64_t be = tsr_type_block_elements(t);
+        if (be == 0) return TSR_ERR_UNSUPPORTED_TYPE;
+        if (inputs % be != 0 || inputs % 32 != 0 && tsr_type_is_quantized(t)) return TSR_ERR_BAD_SIZE;
+        if (parts[i].row_bytes != inputs / be * tsr_type_block_bytes(t) || parts[i].rows < 0) return TSR_ERR_BAD_SIZE;
+        if (tsr_type_is_quantized(t) && xq == NULL) return TSR_ERR_BAD_SIZE;
+        outputs += parts[i].rows;
+    }
+    if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
+    qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, x_stride, rows, y, y_stride, alpha, accumulate };
+    qmatmul_task_ctx ctx = { &job, impl };
+    tsr_parallel(qmatmul_task, &ctx);
+    return TSR_OK;
+}
+
+// ---- dequantizing rows, for the many-rows path and embeddings ----
+
+typedef struct {
+    const tsr_weight_part *parts; int64_t n_parts; int64_t inputs; int64_t begin, end; float *dst;
+} dequant_job;
+
+static void dequant_task(void *ctx, int thread, int threads) {
+    const dequant_job *j = (const dequant_job *)ctx;
+    const int64_t total = j->end - j->begin;
+    const int64_t per = (total + threads - 1) / threads;
+    const int64_t lo = j->begin + per * thread;
+    const int64_t hi = lo + per < j->end ? lo + per : j->end;
+    int64_t first = 0;
+    for (int64_t pi = 0; pi < j->n_parts; pi++) {
+        const tsr_weight_part *p = &j->parts[pi];
+        for (int64_t g = 0; g < p->rows; g++) {
+            // Output index of stored row g; only rows whose output falls in [lo, hi) are ours.
+            const int64_t out = p->out_offset + (p->row_map ? p->row_map[g] : g);
+            if (out < lo || out >= hi) continue;
+            tsr_dequantize(p->type, (const uint8_t *)p->data + g * p->row_bytes, j->dst + (out - j->begin) * j->inputs, j->inputs);
+        }
+        first += p->rows;
+    }
+}
+
+void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs, int64_t begin, int64_t end, float *dst) {
+    dequant_job job = { parts, n_parts, inputs, begin, end, dst };
+    tsr_parallel(dequant_task, &job);
+}

@@ -1,0 +1,171 @@
+// One instruction-set variant of the weight-type matmul (qmatmul.c includes this file once per
+// variant, with QSUFFIX, QTARGET and H2F defined, and QSIMD = 0 scalar, 1 AVX2, 2 AVX-512 VNNI).
+// No include guard on purpose.
+#define QCAT2(a, b) a##b
+#define QCAT(a, b) QCAT2(a, b)
+#define QFN(name) QCAT(name, QSUFFIX)
+
+// Stage 1: one weight row's blocks [b0, b1) (32 weights each) into int8 values, per-16
+// scales and a per-block offset coefficient: weight j of block b is
+// sc[2b + j/16] · wq[32b + j] (+ off[b] spread as off[b]·Σa through the activation sums).
+QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_t b1, int8_t *wq, float *sc, float *off) {
+    switch (type) {
+    case TSR_GGML_Q4_0:
+        for (int64_t b = b0; b < b1; b++) {
+            const uint8_t *p = row + b * 18;
+            const float d = H2F(q_u16(p));
+            int8_t *w = wq + (b - b0) * 32;
+            for (int j = 0; j < 16; j++) { w[j] = (int8_t)(p[2 + j] & 15); w[j + 16] = (int8_t)(p[2 + j] >> 4); }
+            sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = -8.0f * d;
+        }
+        break;
+    case TSR_GGML_Q4_1:
+        for (int64_t b = b0; b < b1; b++) {
+            const uint8_t *p = row + b * 20;
+            const float d = H2F(q_u16(p)), m = H2F(q_u16(p + 2));
+            int8_t *w = wq + (b - b0) * 32;
+            for (int j = 0; j < 16; j++) { w[j] = (int8_t)(p[4 + j] & 15); w[j + 16] = (int8_t)(p[4 + j] >> 4); }
+            sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = m;
+        }
+        break;
+    case TSR_GGML_Q8_0:
+        for (int64_t b = b0; b < b1; b++) {
+            const uint8_t *p = row + b * 34;
+            const float d = H2F(q_u16(p));
+            memcpy(wq + (b - b0) * 32, p + 2, 32);
+            sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = 0;
+        }
+        break;
+    case TSR_GGML_Q4_K:
+        // b0, b1 are multiples of 8 here (whole super-blocks of 256).
+        for (int64_t b = b0; b < b1; b += 8) {
+            const uint8_t *p = row + (b / 8) * 144;
+            const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
+            const uint8_t *scales = p + 4, *q = p + 16;
+            for (int s = 0; s < 8; s++) {
+                uint8_t scv, mv;
+                tsr_q4k_scale_min(s, scales, &scv, &mv);
+                const int64_t k = b - b0 + s;
+                const uint8_t *qs = q + (s / 2) * 32;
+                int8_t *w = wq + k * 32;
+                if (s % 2 == 0) { for (int j = 0; j < 32; j++) w[j] = (int8_t)(qs[j] & 15); }
+                else { for (int j = 0; j < 32; j++) w[j] = (int8_t)(qs[j] >> 4); }
+                sc[2 * k] = d * (float)scv; sc[2 * k + 1] = d * (float)scv; off[k] = -dmin * (float)mv;
+            }
+        }
+        break;
+    case TSR_GGML_Q6_K:
+        for (int64_t b = b0; b < b1; b += 8) {
+            const uint8_t *p = row + (b / 8) * 210;
+            const float d = H2F(q_u16(p + 208));
+            for (int half = 0; half < 2; half++) {
+                const uint8_t *ql = p + 64 * half, *qh = p + 128 + 32 * half;
+                const int8_t *scs = (const int8_t *)(p + 192) + 8 * half;
+                for (int c = 0; c < 4; c++) {
+                    const int64_t k = b - b0 + 4 * half + c;
+                    int8_t *w = wq + k * 32;
+                    const uint8_t *lo = ql + (c & 1) * 32;
+                    const int shift_l = (c >> 1) * 4, shift_h = 2 * c;
+                    for (int l = 0; l < 32; l++)
+                        w[l] = (int8_t)((int)(((lo[l] >> shift_l) & 15) | (((qh[l] >> shift_h) & 3) << 4)) - 32);
+                    sc[2 * k] = d * (float)scs[2 * c]; sc[2 * k + 1] = d * (float)scs[2 * c + 1]; off[k] = 0;
+                }
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+// Stage 2: Σ over blocks of one activation row against the unpacked weights.
+QTARGET static float QFN(dot_q8)(const int8_t *wq, const float *sc, const float *off, const tsr_q8_block *a, int64_t nb, int is_signed) {
+#if QSIMD == 0
+    (void)is_signed;
+    float sum = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s0 = 0, s1 = 0;
+        const int8_t *w = wq + 32 * b, *q = a[b].q;
+        for (int j = 0; j < 16; j++) s0 += (int32_t)w[j] * q[j];
+        for (int j = 16; j < 32; j++) s1 += (int32_t)w[j] * q[j];
+        sum += (sc[2 * b] * (float)s0 + sc[2 * b + 1] * (float)s1) * a[b].d + off[b] * a[b].s;
+    }
+    return sum;
+#else
+    __m256 acc = _mm256_setzero_ps();
+    float acc_off = 0;
+#if QSIMD == 1
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)(wq + 32 * b));
+        const __m256i q = _mm256_loadu_si256((const __m256i *)a[b].q);
+        __m256i wu = w, qs = q;
+        if (is_signed) { wu = _mm256_sign_epi8(w, w); qs = _mm256_sign_epi8(q, w); }
+#if QSIMD == 1
+        const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(wu, qs), ones);
+#else
+        const __m256i s32 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wu, qs);
+#endif
+        const float da = a[b].d;
+        const __m256 scale = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sc[2 * b] * da)), _mm_set1_ps(sc[2 * b + 1] * da), 1);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), scale, acc);
+        acc_off += off[b] * a[b].s;
+    }
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h) + acc_off;
+#endif
+}
+
+// Outputs [begin, end) (global indices over the parts) for every row.
+QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int64_t end) {
+    int8_t wq[QCHUNK];
+    float sc[2 * QCHUNK / 32], off[QCHUNK / 32], wf[QCHUNK];
+    float acc[QMAXROWS];
+    int64_t first = 0;
+    for (int64_t pi = 0; pi < j->n_parts; pi++) {
+        const tsr_weight_part *part = &j->parts[pi];
+        const int64_t lo = begin > first ? begin : first;
+        const int64_t hi = end < first + part->rows ? end : first + part->rows;
+        first += part->rows;
+        if (lo >= hi) continue;
+        const int quant = tsr_type_is_quantized(part->type);
+        const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
+        const int64_t nb_row = j->inputs / 32;
+        for (int64_t g = lo - (first - part->rows); g < hi - (first - part->rows); g++) {
+            const uint8_t *row = (const uint8_t *)part->data + g * part->row_bytes;
+            const int64_t out = part->out_offset + (part->row_map ? part->row_map[g] : g);
+            for (int64_t r0 = 0; r0 < j->rows; r0 += QMAXROWS) {
+                const int64_t rn = j->rows - r0 < QMAXROWS ? j->rows - r0 : QMAXROWS;
+                for (int64_t r = 0; r < rn; r++) acc[r] = 0;
+                if (quant) {
+                    for (int64_t c0 = 0; c0 < nb_row; c0 += QCHUNK / 32) {
+                        const int64_t c1 = c0 + QCHUNK / 32 < nb_row ? c0 + QCHUNK / 32 : nb_row;
+                        QFN(unpack)(part->type, row, c0, c1, wq, sc, off);
+                        for (int64_t r = 0; r < rn; r++)
+                            acc[r] += QFN(dot_q8)(wq, sc, off, j->xq + (r0 + r) * nb_row + c0, c1 - c0, is_signed);
+                    }
+                } else {
+                    for (int64_t c0 = 0; c0 < j->inputs; c0 += QCHUNK) {
+                        const int64_t n = j->inputs - c0 < QCHUNK ? j->inputs - c0 : QCHUNK;
+                        const uint8_t *src = row + c0 * (part->type == TSR_GGML_F32 ? 4 : 2);
+                        if (part->type == TSR_GGML_F32) memcpy(wf, src, (size_t)n * 4);
+                        else if (part->type == TSR_GGML_F16) { for (int64_t i = 0; i < n; i++) wf[i] = H2F(q_u16(src + 2 * i)); }
+                        else { for (int64_t i = 0; i < n; i++) { uint32_t bits = (uint32_t)q_u16(src + 2 * i) << 16; memcpy(&wf[i], &bits, 4); } }
+                        for (int64_t r = 0; r < rn; r++) acc[r] += tsr_dot(wf, j->x + (r0 + r) * j->x_stride + c0, n);
+                    }
+                }
+                for (int64_t r = 0; r < rn; r++) {
+                    float *dst = j->y + (r0 + r) * j->y_stride + out;
+                    *dst = j->accumulate ? *dst + acc[r] * j->alpha : acc[r] * j->alpha;
+                }
+            }
+        }
+    }
+}
+
+#undef QFN
+#undef QCAT
+#undef QCAT2
