@@ -75,8 +75,13 @@ int tsr_qmatmul_available(int impl) {
     }
 }
 
+static int forced_impl = 0;
+
+void tsr_qmatmul_force(int impl) { forced_impl = impl > 0 && tsr_qmatmul_available(impl) ? impl : 0; }
+
 int tsr_qmatmul_best(void) {
     static int best = -1;
+    if (forced_impl > 0) return forced_impl;
     if (best < 0) {
         if (tsr_qmatmul_available(TSR_QIMPL_AVX512VNNI)) best = TSR_QIMPL_AVX512VNNI;
         else if (tsr_qmatmul_available(TSR_QIMPL_AVX2)) best = TSR_QIMPL_AVX2;
@@ -141,7 +146,6 @@ tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t in
         if (be == 0) return TSR_ERR_UNSUPPORTED_TYPE;
         if (inputs % be != 0 || inputs % 32 != 0 && tsr_type_is_quantized(t)) return TSR_ERR_BAD_SIZE;
         if (parts[i].row_bytes != inputs / be * tsr_type_block_bytes(t) || parts[i].rows < 0) return TSR_ERR_BAD_SIZE;
-        if (tsr_type_is_quantized(t) && xq == NULL) return TSR_ERR_BAD_SIZE;
         outputs += parts[i].rows;
     }
     if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
@@ -179,4 +183,15 @@ static void dequant_task(void *ctx, int thread, int threads) {
 void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs, int64_t begin, int64_t end, float *dst) {
     dequant_job job = { parts, n_parts, inputs, begin, end, dst };
     tsr_parallel(dequant_task, &job);
+}
+
+void tsr_dequantize_q8_rows(const tsr_q8_block *xq, int64_t rows, int64_t inputs, float *out, int64_t out_stride) {
+    const int64_t nb = inputs / 32;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const tsr_q8_block *blk = xq + r * nb + b;
+            float *o = out + r * out_stride + 32 * b;
+            for (int j = 0; j < 32; j++) o[j] = blk->d * (float)blk->q[j];
+        }
+    }
 }

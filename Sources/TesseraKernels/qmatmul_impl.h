@@ -5,6 +5,35 @@
 #define QCAT(a, b) QCAT2(a, b)
 #define QFN(name) QCAT(name, QSUFFIX)
 
+#if QSIMD == 0
+// 16 bytes of nibbles: low nibbles are weights 0..15, high ones 16..31.
+#define QUNPACK_NIBBLES16(w, src) do { \
+    for (int j_ = 0; j_ < 16; j_++) { (w)[j_] = (int8_t)((src)[j_] & 15); (w)[j_ + 16] = (int8_t)((src)[j_] >> 4); } } while (0)
+// 32 bytes of nibbles: low nibbles are one block of 32, high ones the next.
+#define QUNPACK_NIBBLES32(w, src) do { \
+    for (int j_ = 0; j_ < 32; j_++) { (w)[j_] = (int8_t)((src)[j_] & 15); (w)[j_ + 32] = (int8_t)((src)[j_] >> 4); } } while (0)
+// Q6_K: 4 low bits from lo >> sl, 2 high bits from qh >> sh, minus 32.
+#define QUNPACK_Q6(w, lo, qh, sl, sh) do { \
+    for (int l_ = 0; l_ < 32; l_++) \
+        (w)[l_] = (int8_t)((int)((((lo)[l_] >> (sl)) & 15) | ((((qh)[l_] >> (sh)) & 3) << 4)) - 32); } while (0)
+#else
+#define QUNPACK_NIBBLES16(w, src) do { \
+    const __m128i raw_ = _mm_loadu_si128((const __m128i *)(src)); \
+    const __m128i m_ = _mm_set1_epi8(15); \
+    _mm_storeu_si128((__m128i *)(w), _mm_and_si128(raw_, m_)); \
+    _mm_storeu_si128((__m128i *)((w) + 16), _mm_and_si128(_mm_srli_epi16(raw_, 4), m_)); } while (0)
+#define QUNPACK_NIBBLES32(w, src) do { \
+    const __m256i raw_ = _mm256_loadu_si256((const __m256i *)(src)); \
+    const __m256i m_ = _mm256_set1_epi8(15); \
+    _mm256_storeu_si256((__m256i *)(w), _mm256_and_si256(raw_, m_)); \
+    _mm256_storeu_si256((__m256i *)((w) + 32), _mm256_and_si256(_mm256_srli_epi16(raw_, 4), m_)); } while (0)
+#define QUNPACK_Q6(w, lo, qh, sl, sh) do { \
+    const __m256i l_ = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(lo)), _mm_cvtsi32_si128(sl)), _mm256_set1_epi8(15)); \
+    const __m256i h_ = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(qh)), _mm_cvtsi32_si128(sh)), _mm256_set1_epi8(3)); \
+    const __m256i v_ = _mm256_or_si256(l_, _mm256_slli_epi16(h_, 4)); \
+    _mm256_storeu_si256((__m256i *)(w), _mm256_sub_epi8(v_, _mm256_set1_epi8(32))); } while (0)
+#endif
+
 // Stage 1: one weight row's blocks [b0, b1) (32 weights each) into int8 values, per-16
 // scales and a per-block offset coefficient: weight j of block b is
 // sc[2b + j/16] · wq[32b + j] (+ off[b] spread as off[b]·Σa through the activation sums).
@@ -14,8 +43,7 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
         for (int64_t b = b0; b < b1; b++) {
             const uint8_t *p = row + b * 18;
             const float d = H2F(q_u16(p));
-            int8_t *w = wq + (b - b0) * 32;
-            for (int j = 0; j < 16; j++) { w[j] = (int8_t)(p[2 + j] & 15); w[j + 16] = (int8_t)(p[2 + j] >> 4); }
+            QUNPACK_NIBBLES16(wq + (b - b0) * 32, p + 2);
             sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = -8.0f * d;
         }
         break;
@@ -23,8 +51,7 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
         for (int64_t b = b0; b < b1; b++) {
             const uint8_t *p = row + b * 20;
             const float d = H2F(q_u16(p)), m = H2F(q_u16(p + 2));
-            int8_t *w = wq + (b - b0) * 32;
-            for (int j = 0; j < 16; j++) { w[j] = (int8_t)(p[4 + j] & 15); w[j + 16] = (int8_t)(p[4 + j] >> 4); }
+            QUNPACK_NIBBLES16(wq + (b - b0) * 32, p + 4);
             sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = m;
         }
         break;
@@ -46,12 +73,9 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
                 uint8_t scv, mv;
                 tsr_q4k_scale_min(s, scales, &scv, &mv);
                 const int64_t k = b - b0 + s;
-                const uint8_t *qs = q + (s / 2) * 32;
-                int8_t *w = wq + k * 32;
-                if (s % 2 == 0) { for (int j = 0; j < 32; j++) w[j] = (int8_t)(qs[j] & 15); }
-                else { for (int j = 0; j < 32; j++) w[j] = (int8_t)(qs[j] >> 4); }
                 sc[2 * k] = d * (float)scv; sc[2 * k + 1] = d * (float)scv; off[k] = -dmin * (float)mv;
             }
+            for (int pair = 0; pair < 4; pair++) QUNPACK_NIBBLES32(wq + (b - b0 + 2 * pair) * 32, q + 32 * pair);
         }
         break;
     case TSR_GGML_Q6_K:
@@ -63,11 +87,7 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
                 const int8_t *scs = (const int8_t *)(p + 192) + 8 * half;
                 for (int c = 0; c < 4; c++) {
                     const int64_t k = b - b0 + 4 * half + c;
-                    int8_t *w = wq + k * 32;
-                    const uint8_t *lo = ql + (c & 1) * 32;
-                    const int shift_l = (c >> 1) * 4, shift_h = 2 * c;
-                    for (int l = 0; l < 32; l++)
-                        w[l] = (int8_t)((int)(((lo[l] >> shift_l) & 15) | (((qh[l] >> shift_h) & 3) << 4)) - 32);
+                    QUNPACK_Q6(wq + k * 32, ql + (c & 1) * 32, qh, (c >> 1) * 4, 2 * c);
                     sc[2 * k] = d * (float)scs[2 * c]; sc[2 * k + 1] = d * (float)scs[2 * c + 1]; off[k] = 0;
                 }
             }
@@ -119,6 +139,81 @@ QTARGET static float QFN(dot_q8)(const int8_t *wq, const float *sc, const float 
 #endif
 }
 
+#if QSIMD != 0
+// Fused kernels for the 32-weight block types (Q4_0, Q4_1, Q8_0): each block is unpacked in
+// registers and serves NR activation rows (1..4) before the next block; no staging.
+#if QSIMD == 1
+#define QIDOT(wu, qs) _mm256_madd_epi16(_mm256_maddubs_epi16((wu), (qs)), _mm256_set1_epi16(1))
+#else
+#define QIDOT(wu, qs) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (wu), (qs))
+#endif
+
+// One block of the row into registers: w (values), wu (|w| for signed types), d, m (offset).
+QTARGET static inline __attribute__((always_inline)) __m256i QFN(load_block)(int type, const uint8_t *row, int64_t b, float *d, float *m) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    if (type == TSR_GGML_Q4_1) {
+        const uint8_t *p = row + b * 20;
+        uint32_t dm; memcpy(&dm, p, 4);
+        const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+        *d = _mm_cvtss_f32(f); *m = _mm_cvtss_f32(_mm_movehdup_ps(f));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 4));
+        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    } else if (type == TSR_GGML_Q4_0) {
+        const uint8_t *p = row + b * 18;
+        *d = H2F(q_u16(p)); *m = -8.0f * *d;
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 2));
+        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    }
+    const uint8_t *p = row + b * 34; // Q8_0
+    *d = H2F(q_u16(p)); *m = 0;
+    return _mm256_loadu_si256((const __m256i *)(p + 2));
+}
+
+// Two blocks per iteration with separate accumulators, so the FMA latency chains overlap.
+QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int type, const uint8_t *row, int64_t nb,
+                                                                           const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+    __m256 acc0[4], acc1[4];
+    __m128 accm0[4], accm1[4];
+    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm0[r] = accm1[r] = _mm_setzero_ps(); }
+    const int is_signed = type == TSR_GGML_Q8_0;
+#define QSTEP(bb, ACC, ACCM) do { \
+        float d_, m_; \
+        const __m256i w_ = QFN(load_block)(type, row, (bb), &d_, &m_); \
+        const __m256i wu_ = is_signed ? _mm256_sign_epi8(w_, w_) : w_; \
+        for (int r = 0; r < NR; r++) { \
+            const tsr_q8_block *ab_ = a + r * a_stride + (bb); \
+            const __m256i q_ = _mm256_loadu_si256((const __m256i *)ab_->q); \
+            const __m256i s32_ = QIDOT(wu_, is_signed ? _mm256_sign_epi8(q_, w_) : q_); \
+            ACC[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32_), _mm256_set1_ps(d_ * ab_->d), ACC[r]); \
+            ACCM[r] = _mm_fmadd_ss(_mm_set_ss(m_), _mm_set_ss(ab_->s), ACCM[r]); \
+        } } while (0)
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        QSTEP(b, acc0, accm0);
+        QSTEP(b + 1, acc1, accm1);
+    }
+    if (b < nb) QSTEP(b, acc0, accm0);
+#undef QSTEP
+    for (int r = 0; r < NR; r++) {
+        const __m256 v = _mm256_add_ps(acc0[r], acc1[r]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        out[r] = _mm_cvtss_f32(h) + (_mm_cvtss_f32(accm0[r]) + _mm_cvtss_f32(accm1[r]));
+    }
+}
+
+QTARGET static void QFN(fused)(int type, const uint8_t *row, int64_t nb, const tsr_q8_block *a, int64_t a_stride, int nr, float *out) {
+    switch (nr) {
+    case 1: QFN(fused_rows)(type, row, nb, a, a_stride, 1, out); break;
+    case 2: QFN(fused_rows)(type, row, nb, a, a_stride, 2, out); break;
+    case 3: QFN(fused_rows)(type, row, nb, a, a_stride, 3, out); break;
+    default: QFN(fused_rows)(type, row, nb, a, a_stride, 4, out); break;
+    }
+}
+#undef QIDOT
+#endif
+
 // Outputs [begin, end) (global indices over the parts) for every row.
 QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int64_t end) {
     int8_t wq[QCHUNK];
@@ -140,7 +235,16 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
             for (int64_t r0 = 0; r0 < j->rows; r0 += QMAXROWS) {
                 const int64_t rn = j->rows - r0 < QMAXROWS ? j->rows - r0 : QMAXROWS;
                 for (int64_t r = 0; r < rn; r++) acc[r] = 0;
-                if (quant) {
+                const int q8 = quant && j->xq != NULL;
+#if QSIMD != 0
+                if (q8 && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0)) {
+                    for (int64_t r = 0; r < rn; r += 4) {
+                        const int nr = rn - r < 4 ? (int)(rn - r) : 4;
+                        QFN(fused)(part->type, row, nb_row, j->xq + (r0 + r) * nb_row, nb_row, nr, acc + r);
+                    }
+                } else
+#endif
+                if (q8) {
                     for (int64_t c0 = 0; c0 < nb_row; c0 += QCHUNK / 32) {
                         const int64_t c1 = c0 + QCHUNK / 32 < nb_row ? c0 + QCHUNK / 32 : nb_row;
                         QFN(unpack)(part->type, row, c0, c1, wq, sc, off);
@@ -148,12 +252,15 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
                             acc[r] += QFN(dot_q8)(wq, sc, off, j->xq + (r0 + r) * nb_row + c0, c1 - c0, is_signed);
                     }
                 } else {
+                    // f32 activations: the chunk of weights converted to f32, then f32 dots.
+                    const int64_t be = tsr_type_block_elements(part->type), bb = tsr_type_block_bytes(part->type);
                     for (int64_t c0 = 0; c0 < j->inputs; c0 += QCHUNK) {
                         const int64_t n = j->inputs - c0 < QCHUNK ? j->inputs - c0 : QCHUNK;
-                        const uint8_t *src = row + c0 * (part->type == TSR_GGML_F32 ? 4 : 2);
+                        const uint8_t *src = row + c0 / be * bb;
                         if (part->type == TSR_GGML_F32) memcpy(wf, src, (size_t)n * 4);
                         else if (part->type == TSR_GGML_F16) { for (int64_t i = 0; i < n; i++) wf[i] = H2F(q_u16(src + 2 * i)); }
-                        else { for (int64_t i = 0; i < n; i++) { uint32_t bits = (uint32_t)q_u16(src + 2 * i) << 16; memcpy(&wf[i], &bits, 4); } }
+                        else if (part->type == TSR_GGML_BF16) { for (int64_t i = 0; i < n; i++) { uint32_t bits = (uint32_t)q_u16(src + 2 * i) << 16; memcpy(&wf[i], &bits, 4); } }
+                        else tsr_dequantize(part->type, src, wf, n);
                         for (int64_t r = 0; r < rn; r++) acc[r] += tsr_dot(wf, j->x + (r0 + r) * j->x_stride + c0, n);
                     }
                 }
@@ -166,6 +273,9 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
     }
 }
 
+#undef QUNPACK_NIBBLES16
+#undef QUNPACK_NIBBLES32
+#undef QUNPACK_Q6
 #undef QFN
 #undef QCAT
 #undef QCAT2

@@ -26,6 +26,12 @@ struct ModelOptions: ParsableArguments {
     @Flag(help: "Fold the adapter into a copy of the weights it targets (single-tenant use) instead of applying it unmerged.")
     var merge = false
 
+    @Option(help: "MiB the model may spend on f32 copies of quantized weights, to speed up prefill and big batches. Default: 0, every weight stays in its stored type.")
+    var weightMemory: Int = 0
+
+    @Option(help: "Activations against quantized weights: q8 (8-bit blocks, integer dot products, as llama.cpp) or f32 (the f32 path's numbers, slower).")
+    var activations: ActivationPrecision = .q8
+
     /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
     func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {
         let bundle = try load()
@@ -39,7 +45,8 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> ModelBundle {
         ComputeThreads.configure(threads: threads ?? ComputeThreads.available)
         let path = try model ?? DefaultModel.ensure(log: { printError($0) }).path
-        return try ModelBundle.load(path: path)
+        guard weightMemory >= 0 else { throw ValidationError("--weight-memory must be >= 0") }
+        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations))
     }
 }
 
@@ -93,3 +100,5 @@ let computeThread = ComputeThread()
 func onComputeThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await computeThread.run(body)
 }
+
+extension ActivationPrecision: ExpressibleByArgument {}

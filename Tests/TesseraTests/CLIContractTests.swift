@@ -12,7 +12,8 @@ final class CLIContractTests: XCTestCase {
         let greedy = try XCTUnwrap(try Fixtures.json("smollm2/greedy.json")["cases"] as? [[String: Any]])[0]
         let prompt = try XCTUnwrap(greedy["prompt"] as? String)
         let expected = Array((greedy["generated_ids"] as? [Any] ?? []).int32s.prefix(10))
-        let run = try tessera(["generate", "--model", model(), "--prompt", prompt, "--max-tokens", "10", "--ignore-eos", "--json", "--threads", "2"])
+        let run = try tessera(["generate", "--model", model(), "--prompt", prompt, "--max-tokens", "10", "--ignore-eos", "--json", "--threads", "2",
+                            "--activations", "f32"])
         XCTAssertEqual(run.status, 0, run.stderr)
         let json = try XCTUnwrap(run.json, String(decoding: run.stdout, as: UTF8.self))
         XCTAssertEqual(Set(json.keys), ["token_ids", "text"])

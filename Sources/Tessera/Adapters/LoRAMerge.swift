@@ -10,9 +10,9 @@ extension LlamaModel {
         guard adapter.layerCount == c.layerCount else {
             throw InferenceError.invalidBatch("adapter '\(adapter.name)' was loaded for a model with \(adapter.layerCount) layers")
         }
-        func copy(_ b: FloatBuffer) throws(InferenceError) -> FloatBuffer {
-            guard let n = FloatBuffer(count: b.count) else { throw InferenceError.outOfMemory(bytes: b.byteCount) }
-            n.pointer.update(from: b.pointer, count: b.count)
+        /// A private f32 copy of a (possibly quantized) matrix: the merged weights are f32.
+        func copy(_ w: LinearWeight) throws(InferenceError) -> FloatBuffer {
+            guard let n = w.denseCopy() else { throw InferenceError.outOfMemory(bytes: w.outputs * w.inputs * 4) }
             return n
         }
         /// weight rows [rowOffset, rowOffset + out) of a (·, in) matrix += s · Bᵀᵀ · A.
@@ -25,20 +25,24 @@ extension LlamaModel {
         var layers: [LlamaWeights.Layer] = []
         for (l, w) in weights.layers.enumerated() {
             let has = { (t: LoRATarget) in adapter.projection(layer: l, target: t) != nil }
-            let qkv = has(.q) || has(.k) || has(.v) ? try copy(w.qkv) : w.qkv
-            let o = has(.o) ? try copy(w.attentionOutput) : w.attentionOutput
-            let gateUp = has(.gate) || has(.up) ? try copy(w.gateUp) : w.gateUp
-            let down = has(.down) ? try copy(w.down) : w.down
-            let offsets: [(LoRATarget, FloatBuffer, Int)] = [
+            let qkv = has(.q) || has(.k) || has(.v) ? try copy(w.qkv) : nil
+            let o = has(.o) ? try copy(w.attentionOutput) : nil
+            let gateUp = has(.gate) || has(.up) ? try copy(w.gateUp) : nil
+            let down = has(.down) ? try copy(w.down) : nil
+            let offsets: [(LoRATarget, FloatBuffer?, Int)] = [
                 (.q, qkv, 0), (.k, qkv, c.queryDimension), (.v, qkv, c.queryDimension + c.kvDimension),
                 (.o, o, 0), (.gate, gateUp, 0), (.up, gateUp, c.intermediateSize), (.down, down, 0),
             ]
             for (t, buffer, offset) in offsets {
-                if let p = adapter.projection(layer: l, target: t) { fold(p, into: buffer, rowOffset: offset, target: t) }
+                if let p = adapter.projection(layer: l, target: t), let buffer { fold(p, into: buffer, rowOffset: offset, target: t) }
             }
-            layers.append(.init(attentionNorm: w.attentionNorm, qkv: qkv, attentionOutput: o, ffnNorm: w.ffnNorm, gateUp: gateUp, down: down))
+            func linear(_ copy: FloatBuffer?, _ base: LinearWeight) -> LinearWeight {
+                copy.map { LinearWeight(dense: $0, outputs: base.outputs, inputs: base.inputs) } ?? base
+            }
+            layers.append(.init(attentionNorm: w.attentionNorm, qkv: linear(qkv, w.qkv), attentionOutput: linear(o, w.attentionOutput),
+                                ffnNorm: w.ffnNorm, gateUp: linear(gateUp, w.gateUp), down: linear(down, w.down)))
         }
         let merged = LlamaWeights(tokenEmbedding: weights.tokenEmbedding, layers: layers, outputNorm: weights.outputNorm, lmHead: weights.lmHead)
-        return LlamaModel(config: c, weights: merged, source: "\(source) + \(adapter.name) (merged)")
+        return LlamaModel(config: c, weights: merged, source: "\(source) + \(adapter.name) (merged)", activations: activations)
     }
 }

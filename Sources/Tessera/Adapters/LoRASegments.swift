@@ -72,7 +72,7 @@ struct LoRASegments {
                 continue
             }
             // shrink: shrunk(rows, r) = input(rows, in) · Aᵀ
-            LlamaModel.linear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: p.a.pointer,
+            LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: p.a.pointer,
                               outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
             // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outputs), Int32(p.rank),

@@ -23,13 +23,34 @@ public final class ForwardScratch: @unchecked Sendable {
     private var loraSegmentCapacity = 1
     /// How LoRA deltas are computed on this compute thread.
     public var loraKernel: LoRAKernel = .automatic
+    /// How activations meet block-quantized weights: 8-bit blocks and integer dot products
+    /// (``ActivationPrecision/q8``, as llama.cpp; the fast default), or f32 against weights
+    /// dequantized on the fly (``ActivationPrecision/f32``: the f32 reference's numbers, slower).
+    public var activations: ActivationPrecision = .q8
     /// Compute every row alone (matrix-vector products, per-row attention, the row-wise LoRA
     /// kernel) so that a row's numbers do not depend on what else is in the batch.
     public var deterministic = false
 
-    public init(config: LlamaConfig) { self.config = config }
+    /// Activations quantized to 8 bits for the stored-type kernels: (rows, max inputs / 32).
+    private(set) var q8: UnsafeMutablePointer<tsr_q8_block> = .allocate(capacity: 1)
+    var rounded: FloatBuffer!        // (rows, max inputs): Q8 activations back in f32, for sgemm
+    /// A tile of dequantized weight rows for many-row matmuls.
+    let weightTile: FloatBuffer?
+    /// Floats in `weightTile`.
+    static let weightTileElements = 1 << 20
 
-    deinit { loraSegments.deallocate() }
+    /// Widest input of any linear layer.
+    var maxInputs: Int { max(config.hiddenSize, config.queryDimension, config.intermediateSize) }
+
+    public init(config: LlamaConfig) {
+        self.config = config
+        weightTile = FloatBuffer(count: Self.weightTileElements)
+    }
+
+    deinit {
+        loraSegments.deallocate()
+        q8.deallocate()
+    }
 
     var gatheredKeys: FloatBuffer!   // (context, kvDim): a paged sequence's keys made contiguous for prefill
     var gatheredValues: FloatBuffer! // (context, kvDim)
@@ -50,6 +71,9 @@ public final class ForwardScratch: @unchecked Sendable {
             gateUp = try make(r * 2 * c.intermediateSize)
             ropeCos = try make(r * c.ropeDimension / 2)
             ropeSin = try make(r * c.ropeDimension / 2)
+            rounded = try make(r * maxInputs)
+            q8.deallocate()
+            q8 = .allocate(capacity: r * (maxInputs / 32 + 1))
             rowCapacity = r
         }
         if rows > loraSegmentCapacity {
@@ -77,4 +101,13 @@ public final class ForwardScratch: @unchecked Sendable {
             scoreCapacity = n
         }
     }
+}
+
+/// Precision of the activations fed to matmuls over block-quantized weights.
+public enum ActivationPrecision: String, Sendable, CaseIterable {
+    /// Quantized to 8 bits per block of 32 (llama.cpp's Q8 activations): integer dot products.
+    /// Moves logits by the activations' rounding (about 0.1–0.4 on SmolLM2's, as llama.cpp).
+    case q8
+    /// Kept in f32; weights are dequantized a chunk at a time: the numbers of the f32 path.
+    case f32
 }

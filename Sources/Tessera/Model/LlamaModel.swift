@@ -18,17 +18,34 @@ public final class LlamaModel: Sendable {
     /// `tessera bench-lora` / `bench-engine`, see bench/RESULTS.md).
     nonisolated(unsafe) public static var fewRowsLimit = 16
 
+    /// Up to this many rows, weights kept in their stored type are read in place by the
+    /// weight-type kernel; above, tiles are dequantized for sgemm (measured: bench/RESULTS.md).
+    nonisolated(unsafe) public static var storedRowsLimit = 16
+
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
 
-    init(config: LlamaConfig, weights: LlamaWeights, source: String) {
+    /// Activation precision of the scratch `makeScratch` returns (chosen at load).
+    public let activations: ActivationPrecision
+
+    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8) {
         self.config = config
         self.weights = weights
         self.source = source
+        self.activations = activations
     }
 
-    /// Bytes of weights held in memory.
-    public var weightBytes: Int { weights.byteCount }
+    /// Bytes of weights: in their stored type (read in place from the mapped file) plus what
+    /// was allocated (f32 copies within the weight-memory budget, norm vectors).
+    public var weightBytes: Int { weights.storedBytes + weights.allocatedBytes }
+    /// Bytes of weights allocated in memory (f32 copies, norms), beyond the mapped file.
+    public var allocatedWeightBytes: Int { weights.allocatedBytes }
+    /// Stored types of the linear weights, with how many matrices use each (for reports).
+    public var weightTypes: [String: Int] {
+        var counts: [String: Int] = [:]
+        for w in weights.linears { for t in w.storedTypes { counts[t.description, default: 0] += 1 }; if w.partCount == 0 { counts["F32 (copy)", default: 0] += 1 } }
+        return counts
+    }
 
     /// A contiguous KV cache for one sequence of up to `capacity` positions (at most the
     /// model's context): a private pool of one block.
@@ -40,7 +57,11 @@ public final class LlamaModel: Sendable {
     }
 
     /// Scratch buffers for one compute thread.
-    public func makeScratch() -> ForwardScratch { ForwardScratch(config: config) }
+    public func makeScratch() -> ForwardScratch {
+        let s = ForwardScratch(config: config)
+        s.activations = activations
+        return s
+    }
 
     /// Runs the batch: writes each row's keys and values into its sequence's cache, and returns
     /// the logits of the rows in `batch.logitRows`, in that order. The logits live in `scratch`
@@ -86,7 +107,7 @@ public final class LlamaModel: Sendable {
         let ropeCos = scratch.ropeCos.pointer, ropeSin = scratch.ropeSin.pointer
 
         for i in 0..<n {
-            (x + i * d).update(from: weights.tokenEmbedding.pointer + Int(batch.tokens[i]) * d, count: d)
+            weights.tokenEmbedding.dequantize(rows: Int(batch.tokens[i])..<(Int(batch.tokens[i]) + 1), into: x + i * d)
             tsr_rope_angles(ropeCos + i * half, ropeSin + i * half, Int64(batch.positions[i]), Int64(c.ropeDimension), c.ropeTheta)
         }
         let scale = 1 / Float(c.headDimension).squareRoot()
@@ -94,8 +115,8 @@ public final class LlamaModel: Sendable {
         for (l, w) in weights.layers.enumerated() {
             // Attention block: x += Wo · attention(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
             tsr_rmsnorm_rows(normed, x, w.attentionNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
-            Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv.pointer, outputs: qkvd, inputs: d,
-                        output: qkv, outputStride: qkvd, accumulate: false, rowwise: rowwise)
+            Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv,
+                        output: qkv, outputStride: qkvd, accumulate: false, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
                 lora.apply(.q, layer: l, input: normed, inputStride: d, output: qkv, outputStride: qkvd, config: c, scratch: scratch)
                 lora.apply(.k, layer: l, input: normed, inputStride: d, output: qkv + qd, outputStride: qkvd, config: c, scratch: scratch)
@@ -113,23 +134,23 @@ public final class LlamaModel: Sendable {
                 let cache = caches[batch.sequences[segment.lowerBound]]
                 attend(rows: segment, layer: l, batch: batch, cache: cache, scratch: scratch, scale: scale)
             }
-            Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput.pointer, outputs: d, inputs: qd,
-                        output: x, outputStride: d, accumulate: true, rowwise: rowwise)
+            Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput,
+                        output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
                 lora.apply(.o, layer: l, input: attn, inputStride: qd, output: x, outputStride: d, config: c, scratch: scratch)
             }
 
             // MLP block: x += Wdown · (silu(Wgate·n) ⊙ Wup·n), n = rmsnorm(x)
             tsr_rmsnorm_rows(normed, x, w.ffnNorm.pointer, Int64(n), Int64(d), c.rmsNormEpsilon)
-            Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp.pointer, outputs: 2 * ff, inputs: d,
-                        output: gu, outputStride: 2 * ff, accumulate: false, rowwise: rowwise)
+            Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp,
+                        output: gu, outputStride: 2 * ff, accumulate: false, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
                 lora.apply(.gate, layer: l, input: normed, inputStride: d, output: gu, outputStride: 2 * ff, config: c, scratch: scratch)
                 lora.apply(.up, layer: l, input: normed, inputStride: d, output: gu + ff, outputStride: 2 * ff, config: c, scratch: scratch)
             }
             tsr_silu_mul_rows(gu, Int64(2 * ff), gu + ff, Int64(2 * ff), Int64(n), Int64(ff))
-            Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down.pointer, outputs: d, inputs: ff,
-                        output: x, outputStride: d, accumulate: true, rowwise: rowwise)
+            Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down,
+                        output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
                 lora.apply(.down, layer: l, input: gu, inputStride: 2 * ff, output: x, outputStride: d, config: c, scratch: scratch)
             }
@@ -142,17 +163,73 @@ public final class LlamaModel: Sendable {
             tsr_rmsnorm_rows(normed + j * d, x + row * d, weights.outputNorm.pointer, 1, Int64(d), c.rmsNormEpsilon)
         }
         if m > 0 {
-            Self.linear(rows: m, input: normed, inputStride: d, weight: weights.lmHead.pointer, outputs: c.vocabularySize,
-                        inputs: d, output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false, rowwise: rowwise)
+            Self.linear(rows: m, input: normed, inputStride: d, weight: weights.lmHead,
+                        output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false, rowwise: rowwise, scratch: scratch)
         }
         return Logits(scratch: scratch, rows: m, vocabularySize: c.vocabularySize)
     }
 
-    /// output(rows, outputs) (+)= input(rows, inputs) · weight(outputs, inputs)ᵀ, through OpenBLAS.
+    /// output(rows, outputs) (+)= scale · input(rows, inputs) · weight(outputs, inputs)ᵀ.
+    ///
+    /// Weights in their stored type: up to ``storedRowsLimit`` rows (and always in
+    /// deterministic mode) the weight-type kernel reads them in place, with 8-bit activations
+    /// for block-quantized weights; more rows dequantize tiles of weights (or use the f32 copy)
+    /// for sgemm, fed the same 8-bit-rounded activations, so a row's numbers move only by float
+    /// rounding between the two paths. f32-only weights go through OpenBLAS or the f32
+    /// few-rows kernel.
+    static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight w: LinearWeight,
+                       output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
+                       scale: Float = 1, rowwise: Bool = false, scratch: ForwardScratch) {
+        let inputs = w.inputs, outputs = w.outputs
+        if w.partCount == 0, let dense = w.dense {
+            denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
+                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: rowwise)
+            return
+        }
+        let q8 = w.needsQ8 && scratch.activations == .q8
+        let allQuantized = q8 && (0..<w.partCount).allSatisfy { tsr_type_is_quantized(w.parts[$0].type) != 0 }
+        if q8 {
+            tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8)
+        }
+        let xq: UnsafePointer<tsr_q8_block>? = q8 ? UnsafePointer(scratch.q8) : nil
+        if rows <= storedRowsLimit || rowwise {
+            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), xq, input, Int64(inputStride), Int64(rows),
+                        output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
+            return
+        }
+        var x = input, xStride = inputStride
+        if allQuantized {
+            tsr_dequantize_q8_rows(scratch.q8, Int64(rows), Int64(inputs), scratch.rounded.pointer, Int64(inputs))
+            x = UnsafePointer(scratch.rounded.pointer)
+            xStride = inputs
+        }
+        if let dense = w.dense {
+            denseLinear(rows: rows, input: x, inputStride: xStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
+                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false)
+            return
+        }
+        guard let tile = scratch.weightTile else {
+            // No tile memory: the stored-type kernel serves any row count.
+            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), xq, input, Int64(inputStride), Int64(rows),
+                        output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
+            return
+        }
+        let tileRows = max(1, ForwardScratch.weightTileElements / inputs)
+        var start = 0
+        while start < outputs {
+            let end = min(outputs, start + tileRows)
+            w.dequantize(rows: start..<end, into: tile.pointer)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(end - start), Int32(inputs),
+                        scale, x, Int32(xStride), tile.pointer, Int32(inputs), accumulate ? 1 : 0, output + start, Int32(outputStride))
+            start = end
+        }
+    }
+
+    /// The f32 path: sgemv for one row, the few-rows kernel, or sgemm.
     @inline(__always)
-    static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
-                       outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
-                       scale: Float = 1, rowwise: Bool = false) {
+    static func denseLinear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
+                            outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
+                            scale: Float = 1, rowwise: Bool = false) {
         if rows == 1 && !rowwise {
             // One row: OpenBLAS's sgemv streams W with its own threads, a little faster than our
             // pool's per-call synchronisation (bench/RESULTS.md, model benchmark).

@@ -1,108 +1,130 @@
-/// The f32 weights of a Llama-family model in contiguous 64-byte-aligned buffers,
-/// immutable once loaded and shared by every sequence and tenant.
+/// The weights of a Llama-family model, immutable once loaded and shared by every sequence and
+/// tenant.
 ///
-/// Projections that read the same input are fused so one sgemm serves them:
-/// `qkv` stacks the q, k and v rows (`[q | k | v] × hidden`) and `gateUp` stacks gate and up.
-/// q and k rows are in Hugging Face order (rotate-half RoPE) whatever the source.
+/// Linear weights stay in their stored type, read in place from the mapped file (see
+/// ``LinearWeight``); only the norm vectors are copied to f32. Projections that read the same
+/// input are fused so one matmul serves them: `qkv` stacks the q, k and v rows and `gateUp`
+/// stacks gate and up. q and k rows are in Hugging Face order (rotate-half RoPE) whatever the
+/// source: GGUF's permuted rows are mapped back by the kernels' row maps.
 final class LlamaWeights: @unchecked Sendable {
     struct Layer {
-        let attentionNorm: FloatBuffer  // (hidden)
-        let qkv: FloatBuffer            // (qDim + 2·kvDim, hidden)
-        let attentionOutput: FloatBuffer // (hidden, qDim)
-        let ffnNorm: FloatBuffer        // (hidden)
-        let gateUp: FloatBuffer         // (2·intermediate, hidden)
-        let down: FloatBuffer           // (hidden, intermediate)
+        let attentionNorm: FloatBuffer   // (hidden)
+        let qkv: LinearWeight            // (qDim + 2·kvDim, hidden)
+        let attentionOutput: LinearWeight // (hidden, qDim)
+        let ffnNorm: FloatBuffer         // (hidden)
+        let gateUp: LinearWeight         // (2·intermediate, hidden)
+        let down: LinearWeight           // (hidden, intermediate)
     }
 
-    let tokenEmbedding: FloatBuffer     // (vocab, hidden)
+    let tokenEmbedding: LinearWeight     // (vocab, hidden)
     let layers: [Layer]
-    let outputNorm: FloatBuffer         // (hidden)
-    let lmHead: FloatBuffer             // (vocab, hidden); the embedding itself when tied
+    let outputNorm: FloatBuffer          // (hidden)
+    let lmHead: LinearWeight             // (vocab, hidden); the embedding itself when tied
 
-    /// Total bytes of weights held.
-    var byteCount: Int {
-        var total = tokenEmbedding.byteCount + outputNorm.byteCount + (lmHead === tokenEmbedding ? 0 : lmHead.byteCount)
-        for l in layers {
-            total += l.attentionNorm.byteCount + l.qkv.byteCount + l.attentionOutput.byteCount
-            total += l.ffnNorm.byteCount + l.gateUp.byteCount + l.down.byteCount
-        }
+    /// Every linear weight once (the tied LM head is the embedding).
+    var linears: [LinearWeight] {
+        var all = [tokenEmbedding]
+        for l in layers { all += [l.qkv, l.attentionOutput, l.gateUp, l.down] }
+        if lmHead !== tokenEmbedding { all.append(lmHead) }
+        return all
+    }
+
+    /// Bytes of weights in their stored type (mapped from the file).
+    var storedBytes: Int { linears.reduce(0) { $0 + $1.storedBytes } }
+
+    /// Bytes of weights allocated in memory: f32 copies and norm vectors.
+    var allocatedBytes: Int {
+        var total = outputNorm.byteCount + linears.reduce(0) { $0 + $1.denseBytes }
+        for l in layers { total += l.attentionNorm.byteCount + l.ffnNorm.byteCount }
         return total
     }
 
-    init(tokenEmbedding: FloatBuffer, layers: [Layer], outputNorm: FloatBuffer, lmHead: FloatBuffer) {
+    init(tokenEmbedding: LinearWeight, layers: [Layer], outputNorm: FloatBuffer, lmHead: LinearWeight) {
         self.tokenEmbedding = tokenEmbedding
         self.layers = layers
         self.outputNorm = outputNorm
         self.lmHead = lmHead
     }
 
-    init(config c: LlamaConfig, source: some WeightSource) throws(ModelError) {
+    /// Loads the weights of `source`. Up to `weightMemory` bytes go to f32 copies of layer
+    /// matrices (they speed up many-row matmuls); 0 keeps every weight in its stored type.
+    init(config c: LlamaConfig, source: some WeightSource, weightMemory: Int = 0) throws(ModelError) {
         func allocate(_ count: Int) throws(ModelError) -> FloatBuffer {
             guard let b = FloatBuffer(count: count) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: count * 4)) }
             return b
         }
+        func displayName(_ name: String) -> String { source is HFWeightSource ? HFWeightSource.hfName(name) : name }
         func check(_ name: String, _ expected: [Int]) throws(ModelError) {
-            guard let actual = source.shape(of: name) else {
-                throw ModelError(file: source.path, reason: .missingTensor(source is HFWeightSource ? HFWeightSource.hfName(name) : name))
-            }
-            // A 1-D norm may be stored as [n]; a matrix must match exactly.
+            guard let actual = source.shape(of: name) else { throw ModelError(file: source.path, reason: .missingTensor(displayName(name))) }
             guard actual == expected else {
-                throw ModelError(file: source.path, reason: .shapeMismatch(
-                    tensor: source is HFWeightSource ? HFWeightSource.hfName(name) : name, expected: expected, actual: actual))
+                throw ModelError(file: source.path, reason: .shapeMismatch(tensor: displayName(name), expected: expected, actual: actual))
             }
         }
-        /// Loads `name` of shape `shape` into `buffer` at row `row`; un-permutes q/k rows when asked.
-        func load(_ name: String, _ shape: [Int], into buffer: FloatBuffer, row: Int = 0, unpermuteHeads: Int? = nil) throws(ModelError) {
-            try check(name, shape)
-            let destination = buffer.pointer + row * (shape.count == 2 ? shape[1] : 1)
-            guard let heads = unpermuteHeads, source.qkRowsPermuted else {
-                try source.load(name, into: destination)
-                return
-            }
-            let temp = try allocate(shape[0] * shape[1])
-            try source.load(name, into: temp.pointer)
-            // The GGUF converter stores HF row (h, half, j) at (h, j, half) so that adjacent pairs
-            // rotate together; put rows back in HF order for rotate-half RoPE.
-            let headDim = shape[0] / heads, halfDim = headDim / 2, cols = shape[1]
+        func vector(_ name: String, _ n: Int) throws(ModelError) -> FloatBuffer {
+            try check(name, [n])
+            let b = try allocate(n)
+            try source.load(name, into: b.pointer)
+            return b
+        }
+        /// The GGUF converter stores HF row (h, half, j) of a q/k matrix at (h, j, half) so that
+        /// adjacent pairs rotate together; this maps each stored row back to its HF row.
+        func unpermuteMap(rows: Int, heads: Int) -> [Int32] {
+            let headDim = rows / heads, halfDim = headDim / 2
+            var map = [Int32](repeating: 0, count: rows)
             for h in 0..<heads {
                 for half in 0..<2 {
-                    for j in 0..<halfDim {
-                        let from = temp.pointer + (h * headDim + 2 * j + half) * cols
-                        let to = destination + (h * headDim + half * halfDim + j) * cols
-                        to.update(from: from, count: cols)
-                    }
+                    for j in 0..<halfDim { map[h * headDim + 2 * j + half] = Int32(h * headDim + half * halfDim + j) }
                 }
             }
+            return map
+        }
+        /// Stacks the named `[rows, inputs]` tensors into one matrix.
+        func linear(_ pieces: [(name: String, rows: Int, unpermuteHeads: Int?)], inputs: Int) throws(ModelError) -> LinearWeight {
+            var stored: [(tensor: StoredTensor, rows: Int, rowMap: [Int32]?)] = []
+            for piece in pieces {
+                try check(piece.name, [piece.rows, inputs])
+                guard let t = source.stored(piece.name) else {
+                    throw ModelError(file: source.path, reason: .format(.unsupportedTensorType(tensor: displayName(piece.name), type: "unknown")))
+                }
+                guard t.type.isSupported else {
+                    throw ModelError(file: source.path, reason: .format(.unsupportedTensorType(tensor: displayName(piece.name), type: t.type.description)))
+                }
+                guard inputs % t.type.blockElements == 0,
+                      t.bytes.count == piece.rows * inputs / t.type.blockElements * t.type.blockBytes else {
+                    throw ModelError(file: source.path, reason: .format(.unsupportedTensorType(tensor: displayName(piece.name), type: t.type.description)))
+                }
+                let map = piece.unpermuteHeads.flatMap { source.qkRowsPermuted ? unpermuteMap(rows: piece.rows, heads: $0) : nil }
+                stored.append((t, piece.rows, map))
+            }
+            return LinearWeight(pieces: stored, inputs: inputs)
         }
 
         let d = c.hiddenSize, q = c.queryDimension, kv = c.kvDimension, ff = c.intermediateSize
-        tokenEmbedding = try allocate(c.vocabularySize * d)
-        try load("token_embd.weight", [c.vocabularySize, d], into: tokenEmbedding)
+        tokenEmbedding = try linear([("token_embd.weight", c.vocabularySize, nil)], inputs: d)
         var layers: [Layer] = []
         for i in 0..<c.layerCount {
             let p = "blk.\(i)."
-            let layer = Layer(
-                attentionNorm: try allocate(d), qkv: try allocate((q + 2 * kv) * d), attentionOutput: try allocate(d * q),
-                ffnNorm: try allocate(d), gateUp: try allocate(2 * ff * d), down: try allocate(d * ff))
-            try load(p + "attn_norm.weight", [d], into: layer.attentionNorm)
-            try load(p + "attn_q.weight", [q, d], into: layer.qkv, unpermuteHeads: c.headCount)
-            try load(p + "attn_k.weight", [kv, d], into: layer.qkv, row: q, unpermuteHeads: c.kvHeadCount)
-            try load(p + "attn_v.weight", [kv, d], into: layer.qkv, row: q + kv)
-            try load(p + "attn_output.weight", [d, q], into: layer.attentionOutput)
-            try load(p + "ffn_norm.weight", [d], into: layer.ffnNorm)
-            try load(p + "ffn_gate.weight", [ff, d], into: layer.gateUp)
-            try load(p + "ffn_up.weight", [ff, d], into: layer.gateUp, row: ff)
-            try load(p + "ffn_down.weight", [d, ff], into: layer.down)
-            layers.append(layer)
+            layers.append(Layer(
+                attentionNorm: try vector(p + "attn_norm.weight", d),
+                qkv: try linear([(p + "attn_q.weight", q, c.headCount), (p + "attn_k.weight", kv, c.kvHeadCount),
+                                 (p + "attn_v.weight", kv, nil)], inputs: d),
+                attentionOutput: try linear([(p + "attn_output.weight", d, nil)], inputs: q),
+                ffnNorm: try vector(p + "ffn_norm.weight", d),
+                gateUp: try linear([(p + "ffn_gate.weight", ff, nil), (p + "ffn_up.weight", ff, nil)], inputs: d),
+                down: try linear([(p + "ffn_down.weight", d, nil)], inputs: ff)))
         }
         self.layers = layers
-        outputNorm = try allocate(d)
-        try load("output_norm.weight", [d], into: outputNorm)
-        if c.tiedEmbeddings {
-            lmHead = tokenEmbedding
-        } else {
-            lmHead = try allocate(c.vocabularySize * d)
-            try load("output.weight", [c.vocabularySize, d], into: lmHead)
+        outputNorm = try vector("output_norm.weight", d)
+        lmHead = c.tiedEmbeddings ? tokenEmbedding : try linear([("output.weight", c.vocabularySize, nil)], inputs: d)
+
+        // f32 copies within the budget, layer matrices first (the LM head serves only the rows
+        // that want logits).
+        var budget = weightMemory
+        for w in layers.flatMap({ [$0.qkv, $0.attentionOutput, $0.gateUp, $0.down] }) + [lmHead] {
+            let bytes = w.outputs * w.inputs * 4
+            guard bytes <= budget else { continue }
+            guard w.makeDense() else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: bytes)) }
+            budget -= bytes
         }
     }
 }

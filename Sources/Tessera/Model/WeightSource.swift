@@ -11,6 +11,8 @@ protocol WeightSource {
     func shape(of name: String) -> [Int]?
     /// Writes the tensor as float32 into `destination`.
     func load(_ name: String, into destination: UnsafeMutablePointer<Float>) throws(ModelError)
+    /// The tensor's bytes in their stored type, read in place; nil if absent.
+    func stored(_ name: String) -> StoredTensor?
 }
 
 struct GGUFWeightSource: WeightSource {
@@ -23,6 +25,11 @@ struct GGUFWeightSource: WeightSource {
     func load(_ name: String, into destination: UnsafeMutablePointer<Float>) throws(ModelError) {
         guard let info = gguf.tensor(named: name) else { throw ModelError(file: path, reason: .missingTensor(name)) }
         do { try gguf.dequantize(info, into: destination) } catch { throw ModelError(error) }
+    }
+
+    func stored(_ name: String) -> StoredTensor? {
+        guard let info = gguf.tensor(named: name) else { return nil }
+        return StoredTensor(type: info.type, bytes: gguf.data(of: info), owner: gguf.file)
     }
 }
 
@@ -103,5 +110,15 @@ struct HFWeightSource: WeightSource {
     func load(_ name: String, into destination: UnsafeMutablePointer<Float>) throws(ModelError) {
         guard let entry = index[Self.hfName(name)] else { throw ModelError(file: path, reason: .missingTensor(Self.hfName(name))) }
         entry.file.convert(entry.info, into: destination)
+    }
+
+    func stored(_ name: String) -> StoredTensor? {
+        guard let entry = index[Self.hfName(name)] else { return nil }
+        let type: GGMLType = switch entry.info.dtype {
+        case .f32: .f32
+        case .f16: .f16
+        case .bf16: .bf16
+        }
+        return StoredTensor(type: type, bytes: entry.file.data(of: entry.info), owner: entry.file.file)
     }
 }

@@ -14,14 +14,14 @@ public struct ModelBundle: Sendable {
 
     /// Loads a GGUF file (weights and tokenizer metadata) or a Hugging Face directory
     /// (`config.json`, safetensors, `tokenizer.json`, `tokenizer_config.json`).
-    public static func load(path: String) throws -> ModelBundle {
+    public static func load(path: String, options: ModelLoadOptions = .init()) throws -> ModelBundle {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
             let gguf: GGUFFile
             do { gguf = try GGUFFile(path: path) } catch { throw ModelError(error) }
-            return ModelBundle(model: try LlamaModel.load(gguf: gguf), tokenizer: try tokenizer(gguf: gguf))
+            return ModelBundle(model: try LlamaModel.load(gguf: gguf, options: options), tokenizer: try tokenizer(gguf: gguf))
         }
-        let model = try LlamaModel.load(path: path)
+        let model = try LlamaModel.load(path: path, options: options)
         return ModelBundle(model: model, tokenizer: try loadTokenizer(path: path))
     }
 

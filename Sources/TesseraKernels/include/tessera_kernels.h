@@ -143,16 +143,21 @@ enum { TSR_QIMPL_BEST = 0, TSR_QIMPL_SCALAR = 1, TSR_QIMPL_AVX2 = 2, TSR_QIMPL_A
 int tsr_qmatmul_available(int impl);
 /// The fastest variant this CPU runs, chosen once from cpuid.
 int tsr_qmatmul_best(void);
+/// Makes TSR_QIMPL_BEST mean `impl` (0 restores the cpuid choice): for tests and benchmarks.
+void tsr_qmatmul_force(int impl);
 /// Whether `ggml_type` is a block-quantized type (its matmul takes Q8 activations).
 int tsr_type_is_quantized(int ggml_type);
 /// Quantizes `rows` rows of `inputs` floats (a multiple of 32) into rows × inputs/32 blocks.
 void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out);
 /// y(rows, outputs) (+)= alpha · x · Wᵀ, W being the parts stacked by rows. Quantized parts read
-/// `xq` (from tsr_quantize_q8_rows, rows × inputs/32 blocks); F32/F16/BF16 parts read `x`.
+/// `xq` (from tsr_quantize_q8_rows, rows × inputs/32 blocks: integer dot products), or, when
+/// `xq` is NULL, `x` in f32 against their dequantized rows; F32/F16/BF16 parts always read `x`.
 /// A row's result does not depend on `rows` nor on the thread count. impl: TSR_QIMPL_*.
 tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                        const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
                        float *y, int64_t y_stride, float alpha, int accumulate, int impl);
+/// The activations as the quantized kernels see them: out[r][j] = d·q[j] of their block.
+void tsr_dequantize_q8_rows(const tsr_q8_block *xq, int64_t rows, int64_t inputs, float *out, int64_t out_stride);
 /// Dequantizes the matrix's output rows [begin, end) into dst ((end - begin) × inputs floats).
 void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           int64_t begin, int64_t end, float *dst);

@@ -1,0 +1,125 @@
+import TesseraKernels
+
+/// A tensor's bytes in their stored type, inside a mapping that `owner` keeps alive.
+struct StoredTensor {
+    let type: GGMLType
+    let bytes: UnsafeRawBufferPointer
+    let owner: AnyObject
+}
+
+/// One linear layer's weight matrix, `outputs × inputs`, as the matmuls read it.
+///
+/// Rows stay in their stored type (GGUF blocks or 16-bit floats, read in place from the mapped
+/// file) as one or more `parts` stacked by rows — q|k|v and gate|up are fused this way without a
+/// copy, and permuted q/k rows are put back in Hugging Face order by a row map. A contiguous f32
+/// copy (`dense`) exists only where the model was built from f32 buffers, or where the
+/// weight-memory budget bought one to speed up many-row matmuls.
+final class LinearWeight: @unchecked Sendable {
+    let outputs: Int
+    let inputs: Int
+    /// f32 rows in output order, when held.
+    private(set) var dense: FloatBuffer?
+    /// The stored-type rows; empty when the matrix exists only as `dense`.
+    let parts: UnsafeMutablePointer<tsr_weight_part>
+    let partCount: Int
+    /// Whether some part is block-quantized (its matmul takes Q8 activations).
+    let needsQ8: Bool
+    /// Bytes of the stored-type rows (in the mapping, not allocated here).
+    let storedBytes: Int
+    private let rowMaps: [UnsafeMutablePointer<Int32>]
+    private let owners: [AnyObject]
+
+    /// A matrix held only as f32.
+    init(dense: FloatBuffer, outputs: Int, inputs: Int) {
+        self.outputs = outputs
+        self.inputs = inputs
+        self.dense = dense
+        parts = .allocate(capacity: 1)
+        partCount = 0
+        needsQ8 = false
+        storedBytes = 0
+        rowMaps = []
+        owners = []
+    }
+
+    /// Rows of `pieces` stacked in order; a piece's `rowMap` gives the output row (within the
+    /// piece) of each stored row.
+    init(pieces: [(tensor: StoredTensor, rows: Int, rowMap: [Int32]?)], inputs: Int) {
+        self.inputs = inputs
+        parts = .allocate(capacity: max(pieces.count, 1))
+        var maps: [UnsafeMutablePointer<Int32>] = []
+        var offset = 0, bytes = 0, q8 = false
+        for (i, piece) in pieces.enumerated() {
+            var mapPointer: UnsafeMutablePointer<Int32>?
+            if let m = piece.rowMap {
+                let p = UnsafeMutablePointer<Int32>.allocate(capacity: m.count)
+                p.initialize(from: m, count: m.count)
+                maps.append(p)
+                mapPointer = p
+            }
+            let t = piece.tensor.type
+            parts[i] = tsr_weight_part(type: Int32(t.rawValue), data: piece.tensor.bytes.baseAddress, rows: Int64(piece.rows),
+                                       row_bytes: Int64(inputs / t.blockElements * t.blockBytes), row_map: mapPointer,
+                                       out_offset: Int64(offset))
+            offset += piece.rows
+            bytes += piece.tensor.bytes.count
+            q8 = q8 || tsr_type_is_quantized(Int32(t.rawValue)) != 0
+        }
+        outputs = offset
+        partCount = pieces.count
+        needsQ8 = q8
+        storedBytes = bytes
+        rowMaps = maps
+        owners = pieces.map(\.tensor.owner)
+    }
+
+    deinit {
+        parts.deallocate()
+        for m in rowMaps { m.deallocate() }
+    }
+
+    /// Types of the stored parts, for reports.
+    var storedTypes: [GGMLType] { (0..<partCount).map { GGMLType(rawValue: UInt32(parts[$0].type)) } }
+
+    /// Bytes this matrix holds in memory of its own (the f32 copy).
+    var denseBytes: Int { dense?.byteCount ?? 0 }
+
+    /// Writes output rows [begin, end) as f32 into `destination` ((end − begin) × inputs).
+    func dequantize(rows range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
+        if let dense {
+            destination.update(from: dense.pointer + range.lowerBound * inputs, count: range.count * inputs)
+            return
+        }
+        if range.count == 1 {
+            // One row (an embedding lookup): find its stored row directly.
+            let out = range.lowerBound
+            for i in 0..<partCount {
+                let p = parts[i]
+                guard out >= p.out_offset, out < p.out_offset + p.rows else { continue }
+                var g = out - Int(p.out_offset)
+                if let map = p.row_map { g = (0..<Int(p.rows)).first { Int(map[$0]) == g } ?? g }
+                _ = tsr_dequantize(p.type, p.data + g * Int(p.row_bytes), destination, Int64(inputs))
+                return
+            }
+            return
+        }
+        tsr_dequantize_parts(parts, Int64(partCount), Int64(inputs), Int64(range.lowerBound), Int64(range.upperBound), destination)
+    }
+
+    /// Makes the f32 copy (when the budget allows it). Returns false when out of memory.
+    @discardableResult
+    func makeDense() -> Bool {
+        guard dense == nil else { return true }
+        guard let b = FloatBuffer(count: outputs * inputs) else { return false }
+        dequantize(rows: 0..<outputs, into: b.pointer)
+        dense = b
+        return true
+    }
+
+    /// A private f32 copy of the whole matrix (for merging an adapter into it).
+    func denseCopy() -> FloatBuffer? {
+        guard let b = FloatBuffer(count: outputs * inputs) else { return nil }
+        dequantize(rows: 0..<outputs, into: b.pointer)
+        return b
+    }
+}
