@@ -138,12 +138,75 @@ static void dequant_q6_k(const uint8_t *b, float *y, int64_t nb) {
     }
 }
 
+#if defined(__x86_64__) && defined(__clang__)
+#include <immintrin.h>
+#define TSR_DQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+// 16 bytes of nibbles to 32 floats: d·q + m (low nibbles first).
+TSR_DQ_AVX2 static inline void nibbles_to_f32(const uint8_t *qs, __m256 d, __m256 m, float *y) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i lo = _mm_and_si128(raw, _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(15));
+    _mm256_storeu_ps(y + 0, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), d, m));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), d, m));
+    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), d, m));
+    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), d, m));
+}
+
+TSR_DQ_AVX2 static void dequant_q4_0_avx2(const uint8_t *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, b += 18, y += 32) {
+        const float d = _cvtsh_ss(read_u16(b));
+        nibbles_to_f32(b + 2, _mm256_set1_ps(d), _mm256_set1_ps(-8.0f * d), y);
+    }
+}
+
+TSR_DQ_AVX2 static void dequant_q4_1_avx2(const uint8_t *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, b += 20, y += 32)
+        nibbles_to_f32(b + 4, _mm256_set1_ps(_cvtsh_ss(read_u16(b))), _mm256_set1_ps(_cvtsh_ss(read_u16(b + 2))), y);
+}
+
+TSR_DQ_AVX2 static void dequant_q8_0_avx2(const uint8_t *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, b += 34, y += 32) {
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(read_u16(b)));
+        for (int k = 0; k < 4; k++) {
+            const __m128i q = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * k));
+            _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+        }
+    }
+}
+
+TSR_DQ_AVX2 static void dequant_f16_avx2(const uint8_t *b, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * i))));
+    for (; i < n; i++) y[i] = _cvtsh_ss(read_u16(b + 2 * i));
+}
+
+static int have_avx2(void) {
+    static int v = -1;
+    if (v < 0) { const int f = tsr_cpu_features(); v = (f & TSR_CPU_AVX2) && (f & TSR_CPU_FMA) && (f & TSR_CPU_F16C); }
+    return v;
+}
+#else
+static int have_avx2(void) { return 0; }
+#endif
+
 tsr_status tsr_dequantize(int t, const void *src, float *dst, int64_t n) {
     const int64_t be = tsr_type_block_elements(t);
     if (be == 0) return TSR_ERR_UNSUPPORTED_TYPE;
     if (n < 0 || n % be != 0) return TSR_ERR_BAD_SIZE;
     const uint8_t *b = (const uint8_t *)src;
     const int64_t nb = n / be;
+#if defined(__x86_64__) && defined(__clang__)
+    if (have_avx2()) {
+        switch (t) {
+        case TSR_GGML_Q4_0: dequant_q4_0_avx2(b, dst, nb); return TSR_OK;
+        case TSR_GGML_Q4_1: dequant_q4_1_avx2(b, dst, nb); return TSR_OK;
+        case TSR_GGML_Q8_0: dequant_q8_0_avx2(b, dst, nb); return TSR_OK;
+        case TSR_GGML_F16: dequant_f16_avx2(b, dst, n); return TSR_OK;
+        default: break;
+        }
+    }
+#endif
     switch (t) {
     case TSR_GGML_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case TSR_GGML_F16: for (int64_t i = 0; i < n; i++) dst[i] = tsr_f16_to_f32(read_u16(b + 2 * i)); break;

@@ -21,6 +21,9 @@ struct BenchModelCommand: AsyncParsableCommand {
     @Option(help: "Measured runs (after one warm-up run).")
     var runs = 3
 
+    @Option(help: "Sequences decoded together (batch > 1: each gets the prompt, then greedy decode steps of one row per sequence); decode tok/s counts every sequence's tokens.")
+    var batch = 1
+
     @Flag(help: "Print one JSON object (the contract bench/model_bench.py reads).")
     var json = false
 
@@ -44,10 +47,16 @@ struct BenchModelCommand: AsyncParsableCommand {
             let generator = Generator(model: bundle.model, tokenizer: nil)
             generator.prefillChunk = prompt.count
             let request = GenerationRequest(promptTokens: prompt, maxTokens: genTokens + 1, ignoreEOS: true)
-            let (runs, genTokens) = (self.runs, self.genTokens)
+            let (runs, genTokens, batch) = (self.runs, self.genTokens, self.batch)
+            guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
             let (prefill, decode) = try await onComputeThread {
                 var prefill: [Double] = [], decode: [Double] = []
                 for run in 0...runs {
+                    if batch > 1 {
+                        let (p, d) = try Self.batchedRun(model: bundle.model, prompt: prompt, batch: batch, steps: genTokens)
+                        if run > 0 { prefill.append(p); decode.append(d) }
+                        continue
+                    }
                     let result = try generator.generate(request)
                     // The first generated token comes from the prefill logits; decode covers the rest.
                     if run > 0 {
@@ -58,6 +67,7 @@ struct BenchModelCommand: AsyncParsableCommand {
                 return (prefill, decode)
             }
             var usage = rusage()
+            _ = batch
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let output = Output(threads: ComputeThreads.current, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
                                 peak_rss_bytes: Int(usage.ru_maxrss) * 1024, system_info: ComputeThreads.report)
@@ -71,5 +81,35 @@ struct BenchModelCommand: AsyncParsableCommand {
                 print(String(format: "peak RSS: %.0f MB", Double(output.peak_rss_bytes) / 1e6))
             }
         }
+    }
+
+    /// Prefills `batch` sequences (one after another) and decodes `steps` greedy tokens for all of
+    /// them together, one row per sequence per step. Returns (prefill tok/s, decode tok/s).
+    static func batchedRun(model: LlamaModel, prompt: [Int32], batch: Int, steps: Int) throws -> (Double, Double) {
+        let scratch = model.makeScratch()
+        let caches = try (0..<batch).map { _ in try model.makeCache(capacity: prompt.count + steps + 1) }
+        var forward = ForwardBatch()
+        var next = [Int32](repeating: 0, count: batch)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for s in 0..<batch {
+            forward.removeAll()
+            for (i, t) in prompt.enumerated() { forward.append(token: t, position: i, sequence: s, wantLogits: i == prompt.count - 1) }
+            let logits = try model.forward(forward, caches: caches, scratch: scratch)
+            next[s] = Int32(logits.row(0).indices.max { logits.row(0)[$0] < logits.row(0)[$1] } ?? 0)
+        }
+        let mid = DispatchTime.now().uptimeNanoseconds
+        for step in 0..<steps {
+            forward.removeAll()
+            for s in 0..<batch { forward.append(token: next[s], position: prompt.count + step, sequence: s, wantLogits: true) }
+            let logits = try model.forward(forward, caches: caches, scratch: scratch)
+            for s in 0..<batch {
+                let row = logits.row(s)
+                var best = 0
+                for i in 1..<row.count where row[i] > row[best] { best = i }
+                next[s] = Int32(best)
+            }
+        }
+        let end = DispatchTime.now().uptimeNanoseconds
+        return (Double(batch * prompt.count) / (Double(mid - start) / 1e9), Double(batch * steps) / (Double(end - mid) / 1e9))
     }
 }

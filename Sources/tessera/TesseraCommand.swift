@@ -8,7 +8,7 @@ struct TesseraCommand: AsyncParsableCommand {
         commandName: "tessera",
         abstract: "Serve one shared base LLM to many tenants, each with their own LoRA adapters.",
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
-                      RunBatchCommand.self, ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self, BenchLoRACommand.self, BenchEngineCommand.self]
+                      RunBatchCommand.self, ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self, BenchLoRACommand.self, BenchEngineCommand.self, BenchMatmulCommand.self]
     )
 }
 
