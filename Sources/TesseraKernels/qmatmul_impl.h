@@ -173,8 +173,8 @@ QTARGET static inline __attribute__((always_inline)) __m256i QFN(load_block)(int
 QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int type, const uint8_t *row, int64_t nb,
                                                                            const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
     __m256 acc0[4], acc1[4];
-    __m128 accm0[4], accm1[4];
-    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm0[r] = accm1[r] = _mm_setzero_ps(); }
+    float accm0[4], accm1[4];
+    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm0[r] = accm1[r] = 0; }
     const int is_signed = type == TSR_GGML_Q8_0;
 #define QSTEP(bb, ACC, ACCM) do { \
         float d_, m_; \
@@ -185,7 +185,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
             const __m256i q_ = _mm256_loadu_si256((const __m256i *)ab_->q); \
             const __m256i s32_ = QIDOT(wu_, is_signed ? _mm256_sign_epi8(q_, w_) : q_); \
             ACC[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32_), _mm256_set1_ps(d_ * ab_->d), ACC[r]); \
-            ACCM[r] = _mm_fmadd_ss(_mm_set_ss(m_), _mm_set_ss(ab_->s), ACCM[r]); \
+            ACCM[r] += m_ * ab_->s; \
         } } while (0)
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
@@ -199,7 +199,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        out[r] = _mm_cvtss_f32(h) + (_mm_cvtss_f32(accm0[r]) + _mm_cvtss_f32(accm1[r]));
+        out[r] = _mm_cvtss_f32(h) + (accm0[r] + accm1[r]);
     }
 }
 
