@@ -148,69 +148,119 @@ QTARGET static float QFN(dot_q8)(const int8_t *wq, const float *sc, const float 
 #define QIDOT(wu, qs) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (wu), (qs))
 #endif
 
-// One block of the row into registers: w (values), wu (|w| for signed types), d, m (offset).
-QTARGET static inline __attribute__((always_inline)) __m256i QFN(load_block)(int type, const uint8_t *row, int64_t b, float *d, float *m) {
+// Block b of a Q4_0 / Q4_1 / Q8_0 row: its 32 weights as bytes (unsigned nibbles, or signed
+// for Q8_0) and its f16 (scale, offset) pair as 32 bits (Q4_0 and Q8_0: offset derived below).
+QTARGET static inline __attribute__((always_inline)) __m256i QFN(block_bytes)(int type, const uint8_t *row, int64_t b, uint32_t *dm) {
     const __m128i m4 = _mm_set1_epi8(15);
-    if (type == TSR_GGML_Q4_1) {
-        const uint8_t *p = row + b * 20;
-        uint32_t dm; memcpy(&dm, p, 4);
-        const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
-        *d = _mm_cvtss_f32(f); *m = _mm_cvtss_f32(_mm_movehdup_ps(f));
-        const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 4));
-        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
-    } else if (type == TSR_GGML_Q4_0) {
-        const uint8_t *p = row + b * 18;
-        *d = H2F(q_u16(p)); *m = -8.0f * *d;
-        const __m128i raw = _mm_loadu_si128((const __m128i *)(p + 2));
-        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
+    if (type == TSR_GGML_Q8_0) {
+        const uint8_t *p = row + b * 34;
+        *dm = q_u16(p);
+        return _mm256_loadu_si256((const __m256i *)(p + 2));
     }
-    const uint8_t *p = row + b * 34; // Q8_0
-    *d = H2F(q_u16(p)); *m = 0;
-    return _mm256_loadu_si256((const __m256i *)(p + 2));
+    const uint8_t *p = row + b * (type == TSR_GGML_Q4_1 ? 20 : 18);
+    const __m128i raw = _mm_loadu_si128((const __m128i *)(p + (type == TSR_GGML_Q4_1 ? 4 : 2)));
+    if (type == TSR_GGML_Q4_1) memcpy(dm, p, 4); else *dm = q_u16(p);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4));
 }
 
-// Two blocks per iteration with separate accumulators, so the FMA latency chains overlap.
+// Two blocks' (d0, m0, d1, m1) as floats: Q4_1 stores m; Q4_0's weights are d·(q − 8), so m = −8d;
+// Q8_0 has no offset.
+QTARGET static inline __attribute__((always_inline)) __m128 QFN(block_scales)(int type, uint32_t dm0, uint32_t dm1) {
+    __m128 f = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)dm1, (int)dm0));
+    if (type == TSR_GGML_Q4_0) {
+        const __m128 d = _mm_moveldup_ps(f);  // f16 pairs (d, 0): d0 d0 d1 d1
+        f = _mm_mul_ps(d, _mm_setr_ps(1, -8, 1, -8));
+    } else if (type == TSR_GGML_Q8_0) {
+        f = _mm_mul_ps(_mm_moveldup_ps(f), _mm_setr_ps(1, 0, 1, 0));
+    }
+    return f;
+}
+
+// NR activation rows (1..4) against one weight row, two blocks per iteration. Per pair of
+// blocks: one f16 conversion for both blocks' scales, one multiply for every (d·d_a, m·s)
+// product, offsets summed in vector lanes; no scalar dependency chains.
 QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int type, const uint8_t *row, int64_t nb,
                                                                            const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
     __m256 acc0[4], acc1[4];
-    float accm0[4], accm1[4];
-    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm0[r] = accm1[r] = 0; }
+    __m128 accm[4];
+    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm[r] = _mm_setzero_ps(); }
     const int is_signed = type == TSR_GGML_Q8_0;
-#define QSTEP(bb, ACC, ACCM) do { \
-        float d_, m_; \
-        const __m256i w_ = QFN(load_block)(type, row, (bb), &d_, &m_); \
-        const __m256i wu_ = is_signed ? _mm256_sign_epi8(w_, w_) : w_; \
-        for (int r = 0; r < NR; r++) { \
-            const tsr_q8_block *ab_ = a + r * a_stride + (bb); \
-            const __m256i q_ = _mm256_loadu_si256((const __m256i *)ab_->q); \
-            const __m256i s32_ = QIDOT(wu_, is_signed ? _mm256_sign_epi8(q_, w_) : q_); \
-            ACC[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32_), _mm256_set1_ps(d_ * ab_->d), ACC[r]); \
-            ACCM[r] += m_ * ab_->s; \
-        } } while (0)
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
-        QSTEP(b, acc0, accm0);
-        QSTEP(b + 1, acc1, accm1);
+        uint32_t dm0, dm1;
+        const __m256i w0 = QFN(block_bytes)(type, row, b, &dm0);
+        const __m256i w1 = QFN(block_bytes)(type, row, b + 1, &dm1);
+        const __m128 f = QFN(block_scales)(type, dm0, dm1);
+        const __m256i u0 = is_signed ? _mm256_sign_epi8(w0, w0) : w0;
+        const __m256i u1 = is_signed ? _mm256_sign_epi8(w1, w1) : w1;
+        for (int r = 0; r < NR; r++) {
+            const tsr_q8_block *ab = a + r * a_stride + b;
+            // (d_a0, s0, d_a1, s1): each block's d and s are adjacent.
+            const __m128 as = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)&ab[0].d)), (const __m64 *)&ab[1].d);
+            const __m128 prod = _mm_mul_ps(f, as);
+            accm[r] = _mm_add_ps(accm[r], prod);
+            const __m256i q0 = _mm256_loadu_si256((const __m256i *)ab[0].q);
+            const __m256i q1 = _mm256_loadu_si256((const __m256i *)ab[1].q);
+            const __m256i s0 = QIDOT(u0, is_signed ? _mm256_sign_epi8(q0, w0) : q0);
+            const __m256i s1 = QIDOT(u1, is_signed ? _mm256_sign_epi8(q1, w1) : q1);
+            acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_broadcastss_ps(prod), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcastss_ps(_mm_movehl_ps(prod, prod)), acc1[r]);
+        }
     }
-    if (b < nb) QSTEP(b, acc0, accm0);
-#undef QSTEP
+    if (b < nb) {  // an odd last block
+        uint32_t dm0;
+        const __m256i w0 = QFN(block_bytes)(type, row, b, &dm0);
+        const __m128 f = QFN(block_scales)(type, dm0, 0);
+        const __m256i u0 = is_signed ? _mm256_sign_epi8(w0, w0) : w0;
+        for (int r = 0; r < NR; r++) {
+            const tsr_q8_block *ab = a + r * a_stride + b;
+            const __m128 as = _mm_castpd_ps(_mm_load_sd((const double *)&ab[0].d));
+            const __m128 prod = _mm_mul_ps(f, as);
+            accm[r] = _mm_add_ps(accm[r], prod);
+            const __m256i q0 = _mm256_loadu_si256((const __m256i *)ab[0].q);
+            const __m256i s0 = QIDOT(u0, is_signed ? _mm256_sign_epi8(q0, w0) : q0);
+            acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_broadcastss_ps(prod), acc0[r]);
+        }
+    }
     for (int r = 0; r < NR; r++) {
         const __m256 v = _mm256_add_ps(acc0[r], acc1[r]);
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        out[r] = _mm_cvtss_f32(h) + (accm0[r] + accm1[r]);
+        // Offsets sit in lanes 1 and 3 of accm.
+        const __m128 m = _mm_add_ss(_mm_movehdup_ps(accm[r]), _mm_movehl_ps(accm[r], _mm_movehdup_ps(accm[r])));
+        out[r] = _mm_cvtss_f32(h) + _mm_cvtss_f32(m);
     }
 }
 
-QTARGET static void QFN(fused)(int type, const uint8_t *row, int64_t nb, const tsr_q8_block *a, int64_t a_stride, int nr, float *out) {
-    switch (nr) {
-    case 1: QFN(fused_rows)(type, row, nb, a, a_stride, 1, out); break;
-    case 2: QFN(fused_rows)(type, row, nb, a, a_stride, 2, out); break;
-    case 3: QFN(fused_rows)(type, row, nb, a, a_stride, 3, out); break;
-    default: QFN(fused_rows)(type, row, nb, a, a_stride, 4, out); break;
-    }
-}
+// Output rows [g0, g1) of one part, every activation row, for one type (its branches fold
+// away): four activation rows per pass over a weight row, which stays in L1 meanwhile.
+#define QFUSED_SPAN(T, NAME) \
+QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
+    const int64_t nb = j->inputs / 32; \
+    for (int64_t g = g0; g < g1; g++) { \
+        const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes; \
+        float *y = j->y + p->out_offset + (p->row_map ? p->row_map[g] : g); \
+        for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
+            float o[4]; \
+            const tsr_q8_block *a = j->xq + r0 * nb; \
+            const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
+            switch (nr) { \
+            case 1: QFN(fused_rows)(T, row, nb, a, nb, 1, o); break; \
+            case 2: QFN(fused_rows)(T, row, nb, a, nb, 2, o); break; \
+            case 3: QFN(fused_rows)(T, row, nb, a, nb, 3, o); break; \
+            default: QFN(fused_rows)(T, row, nb, a, nb, 4, o); break; \
+            } \
+            for (int64_t r = 0; r < nr; r++) { \
+                float *dst = y + (r0 + r) * j->y_stride; \
+                *dst = j->accumulate ? *dst + o[r] * j->alpha : o[r] * j->alpha; \
+            } \
+        } \
+    } }
+QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0)
+QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1)
+QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0)
+#undef QFUSED_SPAN
 #undef QIDOT
 #endif
 
@@ -229,6 +279,15 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         const int quant = tsr_type_is_quantized(part->type);
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
+#if QSIMD != 0
+        if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0)) {
+            const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
+            if (part->type == TSR_GGML_Q4_1) QFN(fused_span_q4_1)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q4_0) QFN(fused_span_q4_0)(part, g0, g1, j);
+            else QFN(fused_span_q8_0)(part, g0, g1, j);
+            continue;
+        }
+#endif
         for (int64_t g = lo - (first - part->rows); g < hi - (first - part->rows); g++) {
             const uint8_t *row = (const uint8_t *)part->data + g * part->row_bytes;
             const int64_t out = part->out_offset + (part->row_map ? part->row_map[g] : g);
@@ -236,14 +295,6 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
                 const int64_t rn = j->rows - r0 < QMAXROWS ? j->rows - r0 : QMAXROWS;
                 for (int64_t r = 0; r < rn; r++) acc[r] = 0;
                 const int q8 = quant && j->xq != NULL;
-#if QSIMD != 0
-                if (q8 && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0)) {
-                    for (int64_t r = 0; r < rn; r += 4) {
-                        const int nr = rn - r < 4 ? (int)(rn - r) : 4;
-                        QFN(fused)(part->type, row, nb_row, j->xq + (r0 + r) * nb_row, nb_row, nr, acc + r);
-                    }
-                } else
-#endif
                 if (q8) {
                     for (int64_t c0 = 0; c0 < nb_row; c0 += QCHUNK / 32) {
                         const int64_t c1 = c0 + QCHUNK / 32 < nb_row ? c0 + QCHUNK / 32 : nb_row;
