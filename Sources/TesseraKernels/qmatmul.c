@@ -185,13 +185,3 @@ void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t
     tsr_parallel(dequant_task, &job);
 }
 
-void tsr_dequantize_q8_rows(const tsr_q8_block *xq, int64_t rows, int64_t inputs, float *out, int64_t out_stride) {
-    const int64_t nb = inputs / 32;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t b = 0; b < nb; b++) {
-            const tsr_q8_block *blk = xq + r * nb + b;
-            float *o = out + r * out_stride + 32 * b;
-            for (int j = 0; j < 32; j++) o[j] = blk->d * (float)blk->q[j];
-        }
-    }
-}

@@ -33,11 +33,10 @@ public final class ForwardScratch: @unchecked Sendable {
 
     /// Activations quantized to 8 bits for the stored-type kernels: (rows, max inputs / 32).
     private(set) var q8: UnsafeMutablePointer<tsr_q8_block> = .allocate(capacity: 1)
-    var rounded: FloatBuffer!        // (rows, max inputs): Q8 activations back in f32, for sgemm
     /// A tile of dequantized weight rows for many-row matmuls.
     let weightTile: FloatBuffer?
     /// Floats in `weightTile`.
-    static let weightTileElements = 1 << 20
+    static let weightTileElements = 1 << 21
 
     /// Widest input of any linear layer.
     var maxInputs: Int { max(config.hiddenSize, config.queryDimension, config.intermediateSize) }
@@ -71,7 +70,6 @@ public final class ForwardScratch: @unchecked Sendable {
             gateUp = try make(r * 2 * c.intermediateSize)
             ropeCos = try make(r * c.ropeDimension / 2)
             ropeSin = try make(r * c.ropeDimension / 2)
-            rounded = try make(r * maxInputs)
             q8.deallocate()
             q8 = .allocate(capacity: r * (maxInputs / 32 + 1))
             rowCapacity = r

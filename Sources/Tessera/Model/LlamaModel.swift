@@ -173,10 +173,10 @@ public final class LlamaModel: Sendable {
     ///
     /// Weights in their stored type: up to ``storedRowsLimit`` rows (and always in
     /// deterministic mode) the weight-type kernel reads them in place, with 8-bit activations
-    /// for block-quantized weights; more rows dequantize tiles of weights (or use the f32 copy)
-    /// for sgemm, fed the same 8-bit-rounded activations, so a row's numbers move only by float
-    /// rounding between the two paths. f32-only weights go through OpenBLAS or the f32
-    /// few-rows kernel.
+    /// for block-quantized weights (``ActivationPrecision/q8``); more rows dequantize tiles of
+    /// weights (or use the f32 copy) for sgemm with f32 activations, which is where compute,
+    /// not memory, bounds the time. f32-only weights go through OpenBLAS or the f32 few-rows
+    /// kernel.
     static func linear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight w: LinearWeight,
                        output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
                        scale: Float = 1, rowwise: Bool = false, scratch: ForwardScratch) {
@@ -187,30 +187,21 @@ public final class LlamaModel: Sendable {
             return
         }
         let q8 = w.needsQ8 && scratch.activations == .q8
-        let allQuantized = q8 && (0..<w.partCount).allSatisfy { tsr_type_is_quantized(w.parts[$0].type) != 0 }
-        if q8 {
-            tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8)
-        }
-        let xq: UnsafePointer<tsr_q8_block>? = q8 ? UnsafePointer(scratch.q8) : nil
         if rows <= storedRowsLimit || rowwise {
-            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), xq, input, Int64(inputStride), Int64(rows),
+            if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
+            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
                         output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
             return
         }
-        var x = input, xStride = inputStride
-        if allQuantized {
-            tsr_dequantize_q8_rows(scratch.q8, Int64(rows), Int64(inputs), scratch.rounded.pointer, Int64(inputs))
-            x = UnsafePointer(scratch.rounded.pointer)
-            xStride = inputs
-        }
         if let dense = w.dense {
-            denseLinear(rows: rows, input: x, inputStride: xStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
+            denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
                         output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false)
             return
         }
         guard let tile = scratch.weightTile else {
             // No tile memory: the stored-type kernel serves any row count.
-            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), xq, input, Int64(inputStride), Int64(rows),
+            if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
+            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
                         output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
             return
         }
@@ -220,7 +211,7 @@ public final class LlamaModel: Sendable {
             let end = min(outputs, start + tileRows)
             w.dequantize(rows: start..<end, into: tile.pointer)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(end - start), Int32(inputs),
-                        scale, x, Int32(xStride), tile.pointer, Int32(inputs), accumulate ? 1 : 0, output + start, Int32(outputStride))
+                        scale, input, Int32(inputStride), tile.pointer, Int32(inputs), accumulate ? 1 : 0, output + start, Int32(outputStride))
             start = end
         }
     }

@@ -156,8 +156,6 @@ void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_
 tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                        const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
                        float *y, int64_t y_stride, float alpha, int accumulate, int impl);
-/// The activations as the quantized kernels see them: out[r][j] = d·q[j] of their block.
-void tsr_dequantize_q8_rows(const tsr_q8_block *xq, int64_t rows, int64_t inputs, float *out, int64_t out_stride);
 /// Dequantizes the matrix's output rows [begin, end) into dst ((end - begin) × inputs floats).
 void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           int64_t begin, int64_t end, float *dst);
