@@ -16,6 +16,7 @@ ap.add_argument("--prompt-tokens-file", required=True)
 ap.add_argument("--gen-tokens", type=int, required=True)
 ap.add_argument("--threads", type=int, required=True)
 ap.add_argument("--runs", type=int, required=True)
+ap.add_argument("--batch", type=int, default=1)
 ap.add_argument("--json", action="store_true", required=True)
 a = ap.parse_args()
 with open(a.prompt_tokens_file) as f:
@@ -28,6 +29,6 @@ print(json.dumps({
     "prompt_tokens": n_prompt,
     "gen_tokens": a.gen_tokens,
     "prefill_tokens_per_s": [500.0 * a.threads + i for i in range(a.runs)],
-    "decode_tokens_per_s": [50.0 * a.threads - i for i in range(a.runs)],
+    "decode_tokens_per_s": [(50.0 * a.threads - i) * a.batch for i in range(a.runs)],
     "peak_rss_bytes": 123_000_000,
 }))

@@ -88,7 +88,11 @@ final class LargerModelReferenceTests: XCTestCase {
         for (s, p) in prompts.enumerated() {
             for (i, t) in p.enumerated() { batch.append(token: t, position: i, sequence: s, wantLogits: i == p.count - 1) }
         }
-        XCTAssertGreaterThan(batch.count, LlamaModel.storedRowsLimit, "this batch should take the many-rows path")
+        let saved = LlamaModel.storedRowsLimit
+        defer { LlamaModel.storedRowsLimit = saved }
+        for limit in [0, 1000] {  // dequantized tiles + sgemm, then the weight-type kernel
+        LlamaModel.storedRowsLimit = limit
+        for c in caches { c.count = 0 }
         let out = try model.forward(batch, caches: caches, scratch: model.makeScratch())
         for (s, c) in cs.enumerated() {
             let top = try XCTUnwrap(c["last_logits_top"] as? [[Any]])
@@ -96,8 +100,9 @@ final class LargerModelReferenceTests: XCTestCase {
             for entry in top {
                 let id = try XCTUnwrap((entry[0] as? NSNumber)?.intValue)
                 let value = try XCTUnwrap((entry[1] as? NSNumber)?.floatValue)
-                XCTAssertEqual(row[id], value, accuracy: 2e-4 * max(1, abs(value)), "prompt \(s) token \(id)")
+                XCTAssertEqual(row[id], value, accuracy: 2e-4 * max(1, abs(value)), "limit \(limit) prompt \(s) token \(id)")
             }
+        }
         }
     }
 }

@@ -38,6 +38,9 @@ final class QuantizedModelTests: XCTestCase {
         let all = try LlamaModel.load(path: path, options: .init(weightMemory: 1 << 30))
         XCTAssertGreaterThanOrEqual(all.allocatedWeightBytes - plain.allocatedWeightBytes, c.layerCount * layerBytes)
         // Many rows take the copies (or tiles); results agree within rounding either way.
+        let saved = LlamaModel.storedRowsLimit
+        defer { LlamaModel.storedRowsLimit = saved }
+        LlamaModel.storedRowsLimit = 8
         let tokens: [Int32] = (0..<40).map { Int32(($0 * 37 + 11) % c.vocabularySize) }
         let reference = try allLogits(plain, tokens: tokens)
         for model in [some, all] {

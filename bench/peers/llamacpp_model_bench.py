@@ -7,7 +7,7 @@ no high-level Llama object), so what is timed is llama_decode itself.
 Per run (after one untimed warm-up run), with B = --batch (default 1):
   * a fresh context: n_threads = n_threads_batch = --threads, n_batch 512, n_ubatch 512;
     B = 1: n_ctx 1024 (--n-ctx), n_seq_max 1;
-    B > 1: n_seq_max B, n_ctx B * (prompt + gen + 8), kv_unified false (one KV stream per
+    B > 1: n_seq_max B, n_ctx B * (prompt + gen + 8 rounded up to 256), kv_unified false (one KV stream per
     sequence, as the engine peer); everything else llama.cpp's defaults;
   * prefill: for each sequence s = 0..B-1, the whole prompt (512 ids) as ONE llama_decode
     batch on seq id s, positions 0..511, logits for the last row only; each call is timed
@@ -109,7 +109,8 @@ class Runner:
     def run_once(self, prompt: list[int], gen_tokens: int, n_seq: int = 1):
         """Returns (prefill_seconds, decode_seconds, ids fed to decode per sequence)."""
         p = len(prompt)
-        n_ctx = self.n_ctx if n_seq == 1 else n_seq * (p + gen_tokens + 8)
+        # llama.cpp splits n_ctx evenly over the sequences and pads each to 256 cells; ask for that up front
+        n_ctx = self.n_ctx if n_seq == 1 else n_seq * (-(-(p + gen_tokens + 8) // 256) * 256)
         ctx = self.new_context(n_seq, n_ctx)
         pbatch = L.llama_batch_init(p, 0, 1)
         dbatch = L.llama_batch_init(n_seq, 0, 1)

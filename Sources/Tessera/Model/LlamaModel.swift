@@ -19,8 +19,11 @@ public final class LlamaModel: Sendable {
     nonisolated(unsafe) public static var fewRowsLimit = 16
 
     /// Up to this many rows, weights kept in their stored type are read in place by the
-    /// weight-type kernel; above, tiles are dequantized for sgemm (measured: bench/RESULTS.md).
-    nonisolated(unsafe) public static var storedRowsLimit = 16
+    /// weight-type kernel; above, tiles are dequantized for sgemm. Measured with `tessera
+    /// bench-matmul` on SmolLM2 Q4_1, 2 threads, AVX2 (bench/RESULTS.md): the kernel is faster
+    /// up to 96 rows (7 vs 102 ms a pass at 1 row, 163 vs 189 at 32, 479 vs 587 at 96), tiles
+    /// from 128 (556 vs 643).
+    nonisolated(unsafe) public static var storedRowsLimit = 96
 
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
