@@ -9,27 +9,58 @@ static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t
     return (int64_t)table[t / block_size] * block_size + t % block_size;
 }
 
+// One head of one query row: the unit both entry points share, so a row's result does not
+// depend on how rows and heads were split across threads.
 TSR_MULTIVERSION
+static void attention_head(float *out, const float *q, const float *k, const float *v,
+                           const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride,
+                           int64_t h, int64_t group, int64_t head_dim, float scale, float *scratch) {
+    const float *qh = q + h * head_dim;
+    const int64_t kvh = h / group;
+    float *o = out + h * head_dim;
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const int64_t row = kv_row(block_table, block_size, t);
+        scratch[t] = tsr_dot(qh, k + row * kv_stride + kvh * head_dim, head_dim) * scale;
+    }
+    tsr_softmax(scratch, n_ctx);
+    memset(o, 0, (size_t)head_dim * sizeof(float));
+    for (int64_t t = 0; t < n_ctx; t++) {
+        const int64_t row = kv_row(block_table, block_size, t);
+        tsr_axpy(o, scratch[t], v + row * kv_stride + kvh * head_dim, head_dim);
+    }
+}
+
 void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
                        const int32_t *block_table, int64_t block_size,
                        int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
                        int64_t head_dim, float scale, float *scratch) {
-    const int64_t group = n_heads / n_kv_heads;
-    for (int64_t h = 0; h < n_heads; h++) {
-        const float *qh = q + h * head_dim;
-        const int64_t kvh = h / group;
-        float *o = out + h * head_dim;
-        for (int64_t t = 0; t < n_ctx; t++) {
-            const int64_t row = kv_row(block_table, block_size, t);
-            scratch[t] = tsr_dot(qh, k + row * kv_stride + kvh * head_dim, head_dim) * scale;
-        }
-        tsr_softmax(scratch, n_ctx);
-        memset(o, 0, (size_t)head_dim * sizeof(float));
-        for (int64_t t = 0; t < n_ctx; t++) {
-            const int64_t row = kv_row(block_table, block_size, t);
-            tsr_axpy(o, scratch[t], v + row * kv_stride + kvh * head_dim, head_dim);
-        }
+    for (int64_t h = 0; h < n_heads; h++)
+        attention_head(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, n_heads / n_kv_heads, head_dim, scale, scratch);
+}
+
+typedef struct {
+    const tsr_attention_item *items; int64_t n_items;
+    int64_t kv_stride, n_heads, n_kv_heads, head_dim; float scale; float *scratch; int64_t scratch_stride;
+} attention_job;
+
+static void attention_task(void *ctx, int thread, int threads) {
+    const attention_job *j = (const attention_job *)ctx;
+    const int64_t units = j->n_items * j->n_heads;
+    const int64_t per = (units + threads - 1) / threads;
+    const int64_t lo = per * thread, hi = lo + per < units ? lo + per : units;
+    float *scratch = j->scratch + thread * j->scratch_stride;
+    for (int64_t u = lo; u < hi; u++) {
+        const tsr_attention_item *it = &j->items[u / j->n_heads];
+        attention_head(it->out, it->q, it->k, it->v, it->block_table, it->block_size, it->n_ctx, j->kv_stride,
+                       u % j->n_heads, j->n_heads / j->n_kv_heads, j->head_dim, j->scale, scratch);
     }
+}
+
+void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
+                        int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        float scale, float *scratch, int64_t scratch_stride) {
+    attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, scale, scratch, scratch_stride };
+    tsr_parallel(attention_task, &job);
 }
 
 void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,

@@ -49,6 +49,37 @@ public final class ForwardScratch: @unchecked Sendable {
     deinit {
         loraSegments.deallocate()
         q8.deallocate()
+        attentionItems.deallocate()
+        blockTables.deallocate()
+    }
+
+    /// Rows whose attention runs one row at a time (decode rows, short segments), for
+    /// tsr_attention_rows; their block tables copied so the kernel can read them off-thread.
+    private(set) var attentionItems: UnsafeMutablePointer<tsr_attention_item> = .allocate(capacity: 1)
+    private var attentionItemCapacity = 1
+    private(set) var blockTables: UnsafeMutablePointer<Int32> = .allocate(capacity: 1)
+    private var blockTableCapacity = 1
+    /// Per-thread score rows for tsr_attention_rows.
+    private(set) var attentionScores: FloatBuffer?
+    private var attentionScoreCapacity = 0
+
+    func reserveAttention(items: Int, tableEntries: Int, scores: Int) throws(InferenceError) {
+        if items > attentionItemCapacity {
+            attentionItems.deallocate()
+            attentionItems = .allocate(capacity: items)
+            attentionItemCapacity = items
+        }
+        if tableEntries > blockTableCapacity {
+            blockTables.deallocate()
+            blockTables = .allocate(capacity: tableEntries)
+            blockTableCapacity = tableEntries
+        }
+        if scores > attentionScoreCapacity {
+            let n = max(scores, 8192)
+            guard let b = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: n * 4) }
+            attentionScores = b
+            attentionScoreCapacity = n
+        }
     }
 
     var gatheredKeys: FloatBuffer!   // (context, kvDim): a paged sequence's keys made contiguous for prefill

@@ -107,6 +107,31 @@ public final class LlamaModel: Sendable {
 
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
+
+        // Rows whose attention runs row by row (decode rows, short segments, deterministic mode)
+        // go to one parallel call per layer: their items and block tables are set up once here.
+        let perRow = { (segment: Range<Int>) in segment.count < Self.gemmAttentionMinimumRows || scratch.deterministic }
+        var perRowItems = 0, tableEntries = 0
+        for segment in segments where perRow(segment) {
+            perRowItems += segment.count
+            tableEntries += segment.count * caches[batch.sequences[segment.lowerBound]].blocks.count
+        }
+        let threads = Int(max(tsr_threads_get(), 1))
+        try scratch.reserveAttention(items: perRowItems, tableEntries: tableEntries, scores: threads * maxContext)
+        do {
+            var k = 0, t = 0
+            let items = scratch.attentionItems, tables = scratch.blockTables
+            for segment in segments where perRow(segment) {
+                let cache = caches[batch.sequences[segment.lowerBound]]
+                for i in segment {
+                    cache.blocks.withUnsafeBufferPointer { if let b = $0.baseAddress { (tables + t).update(from: b, count: $0.count) } }
+                    items[k] = tsr_attention_item(out: attn + i * qd, q: qkv + i * qkvd, k: nil, v: nil, block_table: tables + t,
+                                                  block_size: Int64(cache.pool.blockSize), n_ctx: Int64(batch.positions[i] + 1))
+                    t += cache.blocks.count
+                    k += 1
+                }
+            }
+        }
         let ropeCos = scratch.ropeCos.pointer, ropeSin = scratch.ropeSin.pointer
 
         for i in 0..<n {
@@ -133,9 +158,23 @@ public final class LlamaModel: Sendable {
                 cache.keyRow(layer: l, position: p).update(from: row + qd, count: kvd)
                 cache.valueRow(layer: l, position: p).update(from: row + qd + kvd, count: kvd)
             }
+            var item = 0
             for segment in segments {
                 let cache = caches[batch.sequences[segment.lowerBound]]
-                attend(rows: segment, layer: l, batch: batch, cache: cache, scratch: scratch, scale: scale)
+                if perRow(segment) {
+                    let keys = cache.pool.keyBase(layer: l), values = cache.pool.valueBase(layer: l)
+                    for _ in segment {
+                        scratch.attentionItems[item].k = UnsafePointer(keys)
+                        scratch.attentionItems[item].v = UnsafePointer(values)
+                        item += 1
+                    }
+                } else {
+                    attend(rows: segment, layer: l, batch: batch, cache: cache, scratch: scratch, scale: scale)
+                }
+            }
+            if perRowItems > 0, let scores = scratch.attentionScores {
+                tsr_attention_rows(scratch.attentionItems, Int64(perRowItems), Int64(kvd), Int64(c.headCount), Int64(c.kvHeadCount),
+                                   Int64(c.headDimension), scale, scores.pointer, Int64(maxContext))
             }
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput,
                         output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
@@ -256,23 +295,14 @@ public final class LlamaModel: Sendable {
         return result
     }
 
-    /// Causal attention for a run of rows of one sequence, reading only that sequence's cache.
+    /// Causal attention for a run of rows of one sequence (a prefill chunk of at least
+    /// ``gemmAttentionMinimumRows``), reading only that sequence's cache, through sgemm.
     private func attend(rows: Range<Int>, layer l: Int, batch: ForwardBatch, cache: KVCache, scratch: ForwardScratch, scale: Float) {
         let c = config
         let qd = c.queryDimension, kvd = c.kvDimension, qkvd = qd + 2 * kvd, hd = c.headDimension
         let qkv = scratch.qkv.pointer, out = scratch.attention.pointer, scores = scratch.scores.pointer
         let pool = cache.pool
         let keyBase = pool.keyBase(layer: l), valueBase = pool.valueBase(layer: l)
-        if rows.count < Self.gemmAttentionMinimumRows || scratch.deterministic {
-            cache.blocks.withUnsafeBufferPointer { table in
-                for i in rows {
-                    tsr_attention_row(out + i * qd, qkv + i * qkvd, keyBase, valueBase, table.baseAddress, Int64(pool.blockSize),
-                                      Int64(batch.positions[i] + 1), Int64(kvd), Int64(c.headCount), Int64(c.kvHeadCount),
-                                      Int64(hd), scale, scores)
-                }
-            }
-            return
-        }
         // Prefill: per head, scores = Q·Kᵀ over the whole visible context, masked softmax, then ·V.
         let first = rows.lowerBound, count = rows.count
         let firstPosition = batch.positions[first], context = firstPosition + count

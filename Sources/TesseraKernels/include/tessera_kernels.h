@@ -77,6 +77,23 @@ void tsr_attention_row(float *out, const float *q, const float *k, const float *
                        const int32_t *block_table, int64_t block_size,
                        int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
                        int64_t head_dim, float scale, float *scratch);
+/// One query row for tsr_attention_rows: its output and query, and its own sequence's layer
+/// storage (k, v as in tsr_attention_row) and block table.
+typedef struct {
+    float *out;
+    const float *q;
+    const float *k;
+    const float *v;
+    const int32_t *block_table;
+    int64_t block_size;
+    int64_t n_ctx;
+} tsr_attention_item;
+/// tsr_attention_row for many rows at once, (row, head) pairs split across the thread pool;
+/// each row's result is bitwise what tsr_attention_row gives. `scratch`: threads ×
+/// `scratch_stride` floats, `scratch_stride` at least the largest n_ctx.
+void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
+                        int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        float scale, float *scratch, int64_t scratch_stride);
 /// Copies positions 0..<n_rows of a paged sequence into contiguous rows of `row_width` floats.
 void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
                      int64_t n_rows, int64_t row_width);
