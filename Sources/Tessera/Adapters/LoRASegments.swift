@@ -25,8 +25,11 @@ struct LoRASegments {
     let maxRank: Int
     let kernel: LoRAKernel
 
-    /// Segments at least this long go through BLAS under `.automatic`.
-    static let blasMinimumRows = 16
+    /// Segments at least this long go through BLAS under `.automatic`. Measured with `tessera
+    /// bench-lora` (bench/RESULTS.md): over a quantized base, one rank-8 adapter on 32 decode
+    /// rows runs at 0.91x of the base with the fused kernel and 0.75x with BLAS, so BLAS is kept
+    /// for prefill-sized segments.
+    static let blasMinimumRows = 64
 
     init(batch: ForwardBatch, adapters: [LoRAAdapter], kernel: LoRAKernel) {
         var segments: [Segment] = []
