@@ -229,7 +229,8 @@ public final class LlamaModel: Sendable {
             return
         }
         let q8 = w.needsQ8 && scratch.activations == .q8
-        if rows <= storedRowsLimit || rowwise {
+        // With an f32 copy, sgemm wins from a few rows on (compute, not memory, bounds them).
+        if rowwise || rows <= (w.dense == nil ? storedRowsLimit : fewRowsLimit) {
             if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
             tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
                         output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
