@@ -30,6 +30,7 @@ struct BenchModelCommand: AsyncParsableCommand {
     struct Output: Encodable {
         let engine = "tessera"
         let threads: Int
+        let batch: Int
         let prefill_tokens_per_s: [Double]
         let decode_tokens_per_s: [Double]
         let peak_rss_bytes: Int
@@ -67,9 +68,8 @@ struct BenchModelCommand: AsyncParsableCommand {
                 return (prefill, decode)
             }
             var usage = rusage()
-            _ = batch
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            let output = Output(threads: ComputeThreads.current, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
+            let output = Output(threads: ComputeThreads.current, batch: batch, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
                                 peak_rss_bytes: Int(usage.ru_maxrss) * 1024, system_info: ComputeThreads.report)
             if json {
                 try printJSON(output)
