@@ -108,45 +108,45 @@ final class QuantizedMatmulTests: XCTestCase {
                 rounding[r * outputs + o] = alpha * Float(magnitude) * 2e-6 + 1e-6
             }
         }
+        // The parts over stable copies of the blocks and row maps.
+        let blocks = storage.map { bytes -> UnsafeMutableRawPointer in
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
+            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            return p
+        }
+        let rowMaps = maps.map { m -> UnsafeMutablePointer<Int32> in
+            let p = UnsafeMutablePointer<Int32>.allocate(capacity: max(m.count, 1))
+            p.initialize(from: m, count: m.count)
+            return p
+        }
+        defer { blocks.forEach { $0.deallocate() }; rowMaps.forEach { $0.deallocate() } }
+        var parts: [tsr_weight_part] = []
+        first = 0
+        for (p, t) in c.types.enumerated() {
+            let rowBytes = c.inputs / Int(tsr_type_block_elements(t)) * Int(tsr_type_block_bytes(t))
+            parts.append(tsr_weight_part(type: t, data: blocks[p], rows: Int64(c.rowsPerPart[p]), row_bytes: Int64(rowBytes),
+                                         row_map: c.mapped ? UnsafePointer(rowMaps[p]) : nil, out_offset: Int64(first)))
+            first += c.rowsPerPart[p]
+        }
+        /// y starts at 1; accumulate with alpha.
+        func run(_ impl: Int32, activations: UnsafePointer<tsr_q8_block>?) -> (tsr_status, [Float]) {
+            var y = [Float](repeating: 1, count: c.rows * outputs)
+            let status = tsr_qmatmul(parts, Int64(parts.count), Int64(c.inputs), activations, x, Int64(c.inputs), Int64(c.rows),
+                                     &y, Int64(outputs), alpha, 1, impl)
+            return (status, y)
+        }
         var results: [Int32: [Float]] = [:]
         // f32 activations (no xq): only rounding separates it from the reference.
         for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2)] where tsr_qmatmul_available(impl) != 0 {
-            var y = [Float](repeating: 1, count: c.rows * outputs)
-            var parts: [tsr_weight_part] = []
-            var offset = 0
-            withExtendedLifetime((storage, maps)) {
-                for (p, t) in c.types.enumerated() {
-                    let rowBytes = c.inputs / Int(tsr_type_block_elements(t)) * Int(tsr_type_block_bytes(t))
-                    parts.append(tsr_weight_part(
-                        type: t, data: storage[p].withUnsafeBytes { $0.baseAddress! }, rows: Int64(c.rowsPerPart[p]),
-                        row_bytes: Int64(rowBytes), row_map: c.mapped ? maps[p].withUnsafeBufferPointer { $0.baseAddress! } : nil,
-                        out_offset: Int64(offset)))
-                    offset += c.rowsPerPart[p]
-                }
-                XCTAssertEqual(tsr_qmatmul(parts, Int64(parts.count), Int64(c.inputs), nil, x, Int64(c.inputs), Int64(c.rows),
-                                           &y, Int64(outputs), alpha, 1, impl), TSR_OK)
-            }
+            let (status, y) = run(impl, activations: nil)
+            XCTAssertEqual(status, TSR_OK)
             for i in 0..<y.count where !(abs(y[i] - reference[i]) <= rounding[i]) {
                 XCTFail("f32 activations, types \(c.types) impl \(impl): element \(i) = \(y[i]), reference \(reference[i])")
                 break
             }
         }
         for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2), Int32(TSR_QIMPL_AVX512VNNI)] where tsr_qmatmul_available(impl) != 0 {
-            var y = [Float](repeating: 1, count: c.rows * outputs)
-            var parts: [tsr_weight_part] = []
-            first = 0
-            let status = withExtendedLifetime((storage, maps)) { () -> tsr_status in
-                for (p, t) in c.types.enumerated() {
-                    let rowBytes = c.inputs / Int(tsr_type_block_elements(t)) * Int(tsr_type_block_bytes(t))
-                    parts.append(tsr_weight_part(
-                        type: t, data: storage[p].withUnsafeBytes { $0.baseAddress! }, rows: Int64(c.rowsPerPart[p]),
-                        row_bytes: Int64(rowBytes), row_map: c.mapped ? maps[p].withUnsafeBufferPointer { $0.baseAddress! } : nil,
-                        out_offset: Int64(first)))
-                    first += c.rowsPerPart[p]
-                }
-                return tsr_qmatmul(parts, Int64(parts.count), Int64(c.inputs), xq, x, Int64(c.inputs), Int64(c.rows),
-                                   &y, Int64(outputs), alpha, 1, impl)
-            }
+            let (status, y) = xq.withUnsafeBufferPointer { run(impl, activations: $0.baseAddress) }
             XCTAssertEqual(status, TSR_OK)
             let what = "types \(c.types) rows \(c.rows) inputs \(c.inputs) impl \(impl)"
             for i in 0..<y.count where !(abs(y[i] - reference[i]) <= bound[i]) {
