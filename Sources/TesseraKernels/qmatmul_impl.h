@@ -233,9 +233,54 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
     }
 }
 
+// Q4_K: a super-block of 256 weights is 8 sub-blocks of 32 (one activation block each) with
+// 6-bit scales and mins: w = d·sc_j·q − dmin·m_j. Scales and mins are unpacked once per
+// super-block into vectors; the offsets of all 8 sub-blocks take one FMA per row.
+QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type, const uint8_t *row, int64_t nb,
+                                                                         const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+    (void)type;
+    __m256 acc0[4], acc1[4], accm[4];
+    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = accm[r] = _mm256_setzero_ps(); }
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *p = row + sb * 144;
+        const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
+        float scf[8], mnf[8];
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            tsr_q4k_scale_min(j, p + 4, &sc, &m);
+            scf[j] = d * (float)sc;
+            mnf[j] = -dmin * (float)m;
+        }
+        const __m256 dsc = _mm256_loadu_ps(scf), dmn = _mm256_loadu_ps(mnf);
+        for (int r = 0; r < NR; r++) {
+            const tsr_q8_block *ab = a + r * a_stride + sb * 8;
+            const __m256 da = _mm256_setr_ps(ab[0].d, ab[1].d, ab[2].d, ab[3].d, ab[4].d, ab[5].d, ab[6].d, ab[7].d);
+            const __m256 sa = _mm256_setr_ps(ab[0].s, ab[1].s, ab[2].s, ab[3].s, ab[4].s, ab[5].s, ab[6].s, ab[7].s);
+            accm[r] = _mm256_fmadd_ps(dmn, sa, accm[r]);
+            const __m256 scale = _mm256_mul_ps(dsc, da);
+            for (int k = 0; k < 4; k++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                const __m256i s0 = QIDOT(lo, _mm256_loadu_si256((const __m256i *)ab[2 * k].q));
+                const __m256i s1 = QIDOT(hi, _mm256_loadu_si256((const __m256i *)ab[2 * k + 1].q));
+                acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k)), acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k + 1)), acc1[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        const __m256 v = _mm256_add_ps(_mm256_add_ps(acc0[r], acc1[r]), accm[r]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        out[r] = _mm_cvtss_f32(h);
+    }
+}
+
 // Output rows [g0, g1) of one part, every activation row, for one type (its branches fold
 // away): four activation rows per pass over a weight row, which stays in L1 meanwhile.
-#define QFUSED_SPAN(T, NAME) \
+#define QFUSED_SPAN(T, NAME, ROWS) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
     const int64_t nb = j->inputs / 32; \
     for (int64_t g = g0; g < g1; g++) { \
@@ -246,10 +291,10 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             const tsr_q8_block *a = j->xq + r0 * nb; \
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
             switch (nr) { \
-            case 1: QFN(fused_rows)(T, row, nb, a, nb, 1, o); break; \
-            case 2: QFN(fused_rows)(T, row, nb, a, nb, 2, o); break; \
-            case 3: QFN(fused_rows)(T, row, nb, a, nb, 3, o); break; \
-            default: QFN(fused_rows)(T, row, nb, a, nb, 4, o); break; \
+            case 1: QFN(ROWS)(T, row, nb, a, nb, 1, o); break; \
+            case 2: QFN(ROWS)(T, row, nb, a, nb, 2, o); break; \
+            case 3: QFN(ROWS)(T, row, nb, a, nb, 3, o); break; \
+            default: QFN(ROWS)(T, row, nb, a, nb, 4, o); break; \
             } \
             for (int64_t r = 0; r < nr; r++) { \
                 float *dst = y + (r0 + r) * j->y_stride; \
@@ -257,9 +302,10 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             } \
         } \
     } }
-QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0)
-QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1)
-QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0)
+QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0, fused_rows)
+QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1, fused_rows)
+QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows)
+QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows)
 #undef QFUSED_SPAN
 #undef QIDOT
 #endif
@@ -280,9 +326,11 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
 #if QSIMD != 0
-        if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0)) {
+        if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0 ||
+                                       part->type == TSR_GGML_Q4_K)) {
             const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
             if (part->type == TSR_GGML_Q4_1) QFN(fused_span_q4_1)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q4_K) QFN(fused_span_q4_k)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q4_0) QFN(fused_span_q4_0)(part, g0, g1, j);
             else QFN(fused_span_q8_0)(part, g0, g1, j);
             continue;
