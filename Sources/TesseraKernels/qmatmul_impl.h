@@ -278,6 +278,51 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
     }
 }
 
+// Q6_K: a super-block of 256 weights in two halves of 128; each 32-weight chunk takes 4 low
+// bits from ql and 2 high bits from qh, minus 32, and has two int8 scales (one per 16), which
+// land in lanes 0-3 and 4-7 of the chunk's 8 partial sums.
+QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type, const uint8_t *row, int64_t nb,
+                                                                         const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+    (void)type;
+    __m256 acc0[4], acc1[4];
+    for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *p = row + sb * 210;
+        const __m256 d = _mm256_set1_ps(H2F(q_u16(p + 208)));
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)(p + 192));
+        const __m256 scales[2] = {
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8)), d),
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc8, 8))), d),
+        };
+        for (int k = 0; k < 8; k++) {
+            const int half = k >> 2, c = k & 3;
+            const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(p + 64 * half + (c & 1) * 32)),
+                                                                 _mm_cvtsi32_si128((c >> 1) * 4)), m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(p + 128 + 32 * half)),
+                                                                 _mm_cvtsi32_si128(2 * c)), m2);
+            const __m256i w = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), k32);
+            const __m256i u = _mm256_sign_epi8(w, w);
+            const __m256 sv = _mm256_permutevar8x32_ps(scales[half], _mm256_setr_epi32(2 * c, 2 * c, 2 * c, 2 * c, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1));
+            for (int r = 0; r < NR; r++) {
+                const tsr_q8_block *ab = a + r * a_stride + sb * 8 + k;
+                const __m256i q = _mm256_loadu_si256((const __m256i *)ab->q);
+                const __m256i s32 = QIDOT(u, _mm256_sign_epi8(q, w));
+                const __m256 f = _mm256_mul_ps(sv, _mm256_set1_ps(ab->d));
+                if (k & 1) acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc1[r]);
+                else acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc0[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        const __m256 v = _mm256_add_ps(acc0[r], acc1[r]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        out[r] = _mm_cvtss_f32(h);
+    }
+}
+
 // Output rows [g0, g1) of one part, every activation row, for one type (its branches fold
 // away): four activation rows per pass over a weight row, which stays in L1 meanwhile.
 #define QFUSED_SPAN(T, NAME, ROWS) \
@@ -306,6 +351,7 @@ QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0, fused_rows)
 QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1, fused_rows)
 QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows)
 QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows)
+QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
 #undef QFUSED_SPAN
 #undef QIDOT
 #endif
@@ -327,10 +373,11 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         const int64_t nb_row = j->inputs / 32;
 #if QSIMD != 0
         if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0 ||
-                                       part->type == TSR_GGML_Q4_K)) {
+                                       part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q6_K)) {
             const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
             if (part->type == TSR_GGML_Q4_1) QFN(fused_span_q4_1)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q4_K) QFN(fused_span_q4_k)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q6_K) QFN(fused_span_q6_k)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q4_0) QFN(fused_span_q4_0)(part, g0, g1, j);
             else QFN(fused_span_q8_0)(part, g0, g1, j);
             continue;
