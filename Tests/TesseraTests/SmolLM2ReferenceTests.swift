@@ -12,7 +12,8 @@ import XCTest
 /// llama.cpp itself is 0.23–0.41 away from transformers on these prompts' top-20 logits
 /// (llama-cpp-python 0.3.36, same GGUF), Tessera's q8 path up to 0.67 (scalar and AVX2 kernels
 /// differ by up to 0.2 from each other: a rounding-level change flips some 8-bit activations).
-/// The bound checked here is 1.0 on logits of 12–34.
+/// The bound checked here is 1.5 on logits of 12–34 (other CPUs take other kernel variants,
+/// hence other realisations of that noise); a wrong kernel is off by many units.
 final class SmolLM2ReferenceTests: XCTestCase {
     nonisolated(unsafe) static var shared: ModelBundle?
     nonisolated(unsafe) static var sharedQ8: ModelBundle?
@@ -36,7 +37,7 @@ final class SmolLM2ReferenceTests: XCTestCase {
         return b
     }
 
-    static let q8Bound: Float = 1.0
+    static let q8Bound: Float = 1.5
 
     func testQ8ActivationsStayWithinTheirBound() throws {
         let b = try bundleQ8()
