@@ -204,8 +204,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
             const __m256i s0 = QIDOT(u0, is_signed ? _mm256_sign_epi8(q0, w0) : q0);
             const __m256i s1 = QIDOT(u1, is_signed ? _mm256_sign_epi8(q1, w1) : q1);
             acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_broadcastss_ps(prod), acc0[r]);
-            if (NR == 1) acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcastss_ps(_mm_movehl_ps(prod, prod)), acc1[r]);
-            else acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcastss_ps(_mm_movehl_ps(prod, prod)), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_broadcastss_ps(_mm_movehl_ps(prod, prod)), acc1[r]);
         }
     }
     if (b < nb) {  // an odd last block
@@ -228,8 +227,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        // Offsets sit in lanes 1 and 3 of accm. (With several rows, acc1 stays zero: the rows'
-    // independent chains already overlap.)
+        // Offsets sit in lanes 1 and 3 of accm.
         const __m128 m = _mm_add_ss(_mm_movehdup_ps(accm[r]), _mm_movehl_ps(accm[r], _mm_movehdup_ps(accm[r])));
         out[r] = _mm_cvtss_f32(h) + _mm_cvtss_f32(m);
     }
@@ -267,9 +265,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
                 const __m256i s0 = QIDOT(lo, _mm256_loadu_si256((const __m256i *)ab[2 * k].q));
                 const __m256i s1 = QIDOT(hi, _mm256_loadu_si256((const __m256i *)ab[2 * k + 1].q));
                 acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k)), acc0[r]);
-                const __m256 t1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k + 1)),
-                                                  NR == 1 ? acc1[r] : acc0[r]);
-                if (NR == 1) acc1[r] = t1; else acc0[r] = t1;
+                acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k + 1)), acc1[r]);
             }
         }
     }
@@ -313,7 +309,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type
                 const __m256i q = _mm256_loadu_si256((const __m256i *)ab->q);
                 const __m256i s32 = QIDOT(u, _mm256_sign_epi8(q, w));
                 const __m256 f = _mm256_mul_ps(sv, _mm256_set1_ps(ab->d));
-                if ((k & 1) && NR == 1) acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc1[r]);
+                if (k & 1) acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc1[r]);
                 else acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc0[r]);
             }
         }
