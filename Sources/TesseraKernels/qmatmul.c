@@ -167,16 +167,20 @@ static void dequant_task(void *ctx, int thread, int threads) {
     const int64_t per = (total + threads - 1) / threads;
     const int64_t lo = j->begin + per * thread;
     const int64_t hi = lo + per < j->end ? lo + per : j->end;
-    int64_t first = 0;
     for (int64_t pi = 0; pi < j->n_parts; pi++) {
         const tsr_weight_part *p = &j->parts[pi];
-        for (int64_t g = 0; g < p->rows; g++) {
-            // Output index of stored row g; only rows whose output falls in [lo, hi) are ours.
+        // Stored rows whose output falls in [lo, hi): a range without a row map, else a scan
+        // (row maps only permute within their part).
+        int64_t g0 = lo - p->out_offset, g1 = hi - p->out_offset;
+        if (g0 < 0) g0 = 0;
+        if (g1 > p->rows) g1 = p->rows;
+        if (g0 >= g1 && !p->row_map) continue;
+        if (p->row_map) { g0 = 0; g1 = p->rows; }
+        for (int64_t g = g0; g < g1; g++) {
             const int64_t out = p->out_offset + (p->row_map ? p->row_map[g] : g);
             if (out < lo || out >= hi) continue;
             tsr_dequantize(p->type, (const uint8_t *)p->data + g * p->row_bytes, j->dst + (out - j->begin) * j->inputs, j->inputs);
         }
-        first += p->rows;
     }
 }
 

@@ -402,11 +402,7 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
                     const int64_t be = tsr_type_block_elements(part->type), bb = tsr_type_block_bytes(part->type);
                     for (int64_t c0 = 0; c0 < j->inputs; c0 += QCHUNK) {
                         const int64_t n = j->inputs - c0 < QCHUNK ? j->inputs - c0 : QCHUNK;
-                        const uint8_t *src = row + c0 / be * bb;
-                        if (part->type == TSR_GGML_F32) memcpy(wf, src, (size_t)n * 4);
-                        else if (part->type == TSR_GGML_F16) { for (int64_t i = 0; i < n; i++) wf[i] = H2F(q_u16(src + 2 * i)); }
-                        else if (part->type == TSR_GGML_BF16) { for (int64_t i = 0; i < n; i++) { uint32_t bits = (uint32_t)q_u16(src + 2 * i) << 16; memcpy(&wf[i], &bits, 4); } }
-                        else tsr_dequantize(part->type, src, wf, n);
+                        tsr_dequantize(part->type, row + c0 / be * bb, wf, n);
                         for (int64_t r = 0; r < rn; r++) acc[r] += tsr_dot(wf, j->x + (r0 + r) * j->x_stride + c0, n);
                     }
                 }

@@ -48,16 +48,14 @@ final class LargerModelReferenceTests: XCTestCase {
             let prompt = (c["prompt_ids"] as? [Any] ?? []).int32s
             let expected = (c["generated_ids"] as? [Any] ?? []).int32s
             let margins = (c["top2_margins"] as? [Any] ?? []).floats
-            let stepTops = try XCTUnwrap(c["generated_logits_top"] as? [[[Any]]])
+            let stepTops = try XCTUnwrap(c["generated_logits_top"] as? [Any]).map(topLogits)
             let (tokens, logits) = try greedy(model, prompt: prompt, steps: expected.count)
             if let k = zip(tokens, expected).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
                 XCTAssertLessThan(margins[k], tieMargin, "parts from the reference at step \(k): \(tokens) vs \(expected)")
                 continue
             }
             for (step, top) in stepTops.enumerated() {
-                for entry in top {
-                    let id = try XCTUnwrap((entry[0] as? NSNumber)?.intValue)
-                    let value = try XCTUnwrap((entry[1] as? NSNumber)?.floatValue)
+                for (id, value) in top {
                     worst = max(worst, abs(logits[step][id] - value))
                     XCTAssertEqual(logits[step][id], value, accuracy: tolerance(value), "step \(step) token \(id)")
                 }
@@ -95,11 +93,9 @@ final class LargerModelReferenceTests: XCTestCase {
         for c in caches { c.count = 0 }
         let out = try model.forward(batch, caches: caches, scratch: model.makeScratch())
         for (s, c) in cs.enumerated() {
-            let top = try XCTUnwrap(c["last_logits_top"] as? [[Any]])
+            let top = try topLogits(c["last_logits_top"])
             let row = out.array(s)
-            for entry in top {
-                let id = try XCTUnwrap((entry[0] as? NSNumber)?.intValue)
-                let value = try XCTUnwrap((entry[1] as? NSNumber)?.floatValue)
+            for (id, value) in top {
                 XCTAssertEqual(row[id], value, accuracy: 2e-4 * max(1, abs(value)), "limit \(limit) prompt \(s) token \(id)")
             }
         }

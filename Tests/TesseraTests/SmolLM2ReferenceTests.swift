@@ -44,11 +44,9 @@ final class SmolLM2ReferenceTests: XCTestCase {
         var worst: Float = 0
         for c in try cases() {
             let prompt = (c["prompt_ids"] as? [Any] ?? []).int32s
-            let top = try XCTUnwrap(c["last_logits_top"] as? [[Any]])
+            let top = try topLogits(c["last_logits_top"])
             let logits = try allLogits(b.model, tokens: prompt).last!
-            for entry in top {
-                let id = try XCTUnwrap((entry[0] as? NSNumber)?.intValue)
-                let value = try XCTUnwrap((entry[1] as? NSNumber)?.floatValue)
+            for (id, value) in top {
                 worst = max(worst, abs(logits[id] - value))
                 XCTAssertEqual(logits[id], value, accuracy: Self.q8Bound, "token \(id) of \(c["prompt"] ?? "")")
             }
@@ -92,11 +90,9 @@ final class SmolLM2ReferenceTests: XCTestCase {
         let b = try bundle()
         for c in try cases() {
             let prompt = (c["prompt_ids"] as? [Any] ?? []).int32s
-            let top = try XCTUnwrap(c["last_logits_top"] as? [[Any]])
+            let top = try topLogits(c["last_logits_top"])
             let logits = try allLogits(b.model, tokens: prompt).last!
-            for entry in top {
-                let id = try XCTUnwrap((entry[0] as? NSNumber)?.intValue)
-                let value = try XCTUnwrap((entry[1] as? NSNumber)?.floatValue)
+            for (id, value) in top {
                 XCTAssertEqual(logits[id], value, accuracy: 2e-3 * max(1, abs(value)), "token \(id) of \(c["prompt"] ?? "")")
             }
         }

@@ -105,3 +105,10 @@ func loraLogits(_ model: LlamaModel, _ adapter: LoRAAdapter?, _ tokens: [Int32],
     return (0..<tokens.count).map { out.array($0) }
 }
 
+
+/// A fixture's list of top logits, `[[id, value], ...]`.
+func topLogits(_ entries: Any?) throws -> [(id: Int, value: Float)] {
+    try XCTUnwrap(entries as? [[Any]]).map { entry in
+        (try XCTUnwrap((entry.first as? NSNumber)?.intValue), try XCTUnwrap((entry.last as? NSNumber)?.floatValue))
+    }
+}

@@ -228,21 +228,16 @@ public final class LlamaModel: Sendable {
                         output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: rowwise)
             return
         }
-        let q8 = w.needsQ8 && scratch.activations == .q8
-        // With an f32 copy, sgemm wins from a few rows on (compute, not memory, bounds them).
-        if rowwise || rows <= (w.dense == nil ? storedRowsLimit : fewRowsLimit) {
-            if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
-            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
-                        output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
-            return
-        }
-        if let dense = w.dense {
+        // Few rows (always in deterministic mode): the weight-type kernel. With an f32 copy,
+        // sgemm over it wins from a few rows on; without, dequantized tiles from more.
+        let many = !rowwise && rows > (w.dense == nil ? storedRowsLimit : fewRowsLimit)
+        if many, let dense = w.dense {
             denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
                         output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false)
             return
         }
-        guard let tile = scratch.weightTile else {
-            // No tile memory: the stored-type kernel serves any row count.
+        guard many, let tile = scratch.weightTile else {
+            let q8 = w.needsQ8 && scratch.activations == .q8
             if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
             tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
                         output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
