@@ -10,24 +10,44 @@ static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t
 }
 
 // One head of one query row: the unit both entry points share, so a row's result does not
-// depend on how rows and heads were split across threads.
-TSR_MULTIVERSION
-static void attention_head(float *out, const float *q, const float *k, const float *v,
-                           const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride,
-                           int64_t h, int64_t group, int64_t head_dim, float scale, float *scratch) {
-    const float *qh = q + h * head_dim;
-    const int64_t kvh = h / group;
-    float *o = out + h * head_dim;
-    for (int64_t t = 0; t < n_ctx; t++) {
-        const int64_t row = kv_row(block_table, block_size, t);
-        scratch[t] = tsr_dot(qh, k + row * kv_stride + kvh * head_dim, head_dim) * scale;
-    }
-    tsr_softmax(scratch, n_ctx);
-    memset(o, 0, (size_t)head_dim * sizeof(float));
-    for (int64_t t = 0; t < n_ctx; t++) {
-        const int64_t row = kv_row(block_table, block_size, t);
-        tsr_axpy(o, scratch[t], v + row * kv_stride + kvh * head_dim, head_dim);
-    }
+// depend on how rows and heads were split across threads. Positions go a block at a time (a
+// block's rows are contiguous in the pool); HD > 0 is a compile-time head size (the output
+// stays in registers), 0 the general case.
+#define ATTENTION_HEAD(NAME, HD) \
+TSR_MULTIVERSION \
+static void NAME(float *out, const float *q, const float *k, const float *v, \
+                 const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride, \
+                 int64_t h, int64_t group, int64_t head_dim_, float scale, float *scratch) { \
+    const int64_t head_dim = HD > 0 ? HD : head_dim_; \
+    const float *qh = q + h * head_dim; \
+    const int64_t kvh = h / group; \
+    for (int64_t t0 = 0; t0 < n_ctx; t0 += block_size) { \
+        const int64_t n = n_ctx - t0 < block_size ? n_ctx - t0 : block_size; \
+        const float *kb = k + (int64_t)block_table[t0 / block_size] * block_size * kv_stride + kvh * head_dim; \
+        for (int64_t i = 0; i < n; i++) scratch[t0 + i] = tsr_dot(qh, kb + i * kv_stride, head_dim) * scale; \
+    } \
+    tsr_softmax(scratch, n_ctx); \
+    float acc[HD > 0 ? HD : 1]; \
+    float *o = HD > 0 ? acc : out + h * head_dim; \
+    memset(o, 0, (size_t)head_dim * sizeof(float)); \
+    for (int64_t t0 = 0; t0 < n_ctx; t0 += block_size) { \
+        const int64_t n = n_ctx - t0 < block_size ? n_ctx - t0 : block_size; \
+        const float *vb = v + (int64_t)block_table[t0 / block_size] * block_size * kv_stride + kvh * head_dim; \
+        for (int64_t i = 0; i < n; i++) tsr_axpy(o, scratch[t0 + i], vb + i * kv_stride, head_dim); \
+    } \
+    if (HD > 0) memcpy(out + h * head_dim, acc, sizeof(acc)); \
+}
+ATTENTION_HEAD(attention_head_any, 0)
+ATTENTION_HEAD(attention_head_64, 64)
+ATTENTION_HEAD(attention_head_128, 128)
+#undef ATTENTION_HEAD
+
+static inline void attention_head(float *out, const float *q, const float *k, const float *v,
+                                  const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride,
+                                  int64_t h, int64_t group, int64_t head_dim, float scale, float *scratch) {
+    if (head_dim == 64) attention_head_64(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
+    else if (head_dim == 128) attention_head_128(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
+    else attention_head_any(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
 }
 
 void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
