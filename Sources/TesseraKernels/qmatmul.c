@@ -24,6 +24,87 @@ int tsr_type_is_quantized(int t) {
     return t == TSR_GGML_Q4_0 || t == TSR_GGML_Q4_1 || t == TSR_GGML_Q8_0 || t == TSR_GGML_Q4_K || t == TSR_GGML_Q6_K;
 }
 
+// ---- rows interleaved by 8 (TSR_LAYOUT_X8) ----
+// Per block of a group: 8 f16 scales, (Q4_1) 8 f16 minimums, then the quants as 32-byte
+// vectors, lane j (4 bytes) of vector k = row j's quant bytes 4k..4k+3. For the nibble types
+// vector k's low nibbles are weights 4k..4k+3 and its high nibbles 16+4k..16+4k+3, so one AND
+// or shift gives 8 rows' weights against one broadcast 4-byte piece of the activations.
+
+int64_t tsr_x8_group_block_bytes(int t) {
+    switch (t) {
+    case TSR_GGML_Q4_0: return 16 + 128;
+    case TSR_GGML_Q4_1: return 32 + 128;
+    case TSR_GGML_Q8_0: return 16 + 256;
+    default: return 0;
+    }
+}
+
+// Offset of the quants within a group's block, and the stored block's layout.
+static inline int64_t x8_quants_offset(int t) { return t == TSR_GGML_Q4_1 ? 32 : 16; }
+static inline int64_t stored_quants_offset(int t) { return t == TSR_GGML_Q4_1 ? 4 : 2; }
+static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; }
+
+typedef struct { const tsr_weight_part *src; int64_t inputs; uint8_t *dst; } pack_job;
+
+static void pack_task(void *ctx, int thread, int threads) {
+    const pack_job *j = (const pack_job *)ctx;
+    const tsr_weight_part *p = j->src;
+    const int t = p->type;
+    const int64_t nb = j->inputs / 32, gb = tsr_x8_group_block_bytes(t), bb = tsr_type_block_bytes(t);
+    const int64_t qo = x8_quants_offset(t), so = stored_quants_offset(t), qb = quant_bytes(t);
+    const int64_t per = (p->rows + threads - 1) / threads;
+    const int64_t lo = per * thread, hi = lo + per < p->rows ? lo + per : p->rows;
+    for (int64_t g = lo; g < hi; g++) {
+        const int64_t out = p->row_map ? p->row_map[g] : g;
+        const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes;
+        uint8_t *grp = j->dst + (out / 8) * nb * gb;
+        const int64_t lane = out % 8;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *sb = row + b * bb;
+            uint8_t *db = grp + b * gb;
+            memcpy(db + 2 * lane, sb, 2);
+            if (t == TSR_GGML_Q4_1) memcpy(db + 16 + 2 * lane, sb + 2, 2);
+            for (int64_t k = 0; k < qb / 4; k++) memcpy(db + qo + 32 * k + 4 * lane, sb + so + 4 * k, 4);
+        }
+    }
+}
+
+tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) {
+    if (src->layout != TSR_LAYOUT_ROWS || tsr_x8_group_block_bytes(src->type) == 0) return TSR_ERR_UNSUPPORTED_TYPE;
+    if (inputs % 32 != 0 || src->rows % 8 != 0 || src->row_bytes != inputs / 32 * tsr_type_block_bytes(src->type)) return TSR_ERR_BAD_SIZE;
+    pack_job job = { src, inputs, (uint8_t *)dst };
+    tsr_parallel(pack_task, &job);
+    return TSR_OK;
+}
+
+// Blocks [b0, b1) of packed row g as floats: gathered back into stored blocks a few at a time
+// and dequantized by tsr_dequantize, so both layouts give the same floats.
+static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t g, int64_t b0, int64_t b1, float *dst) {
+    enum { CHUNK = 64 };
+    uint8_t stored[CHUNK * 34];
+    const int t = p->type;
+    const int64_t nb = inputs / 32, gb = tsr_x8_group_block_bytes(t), bb = tsr_type_block_bytes(t);
+    const int64_t qo = x8_quants_offset(t), so = stored_quants_offset(t), qb = quant_bytes(t);
+    const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;
+    const int64_t lane = g % 8;
+    for (int64_t c0 = b0; c0 < b1; c0 += CHUNK) {
+        const int64_t c1 = c0 + CHUNK < b1 ? c0 + CHUNK : b1;
+        for (int64_t b = c0; b < c1; b++) {
+            const uint8_t *db = grp + b * gb;
+            uint8_t *sb = stored + (b - c0) * bb;
+            memcpy(sb, db + 2 * lane, 2);
+            if (t == TSR_GGML_Q4_1) memcpy(sb + 2, db + 16 + 2 * lane, 2);
+            for (int64_t k = 0; k < qb / 4; k++) memcpy(sb + so + 4 * k, db + qo + 32 * k + 4 * lane, 4);
+        }
+        tsr_dequantize(t, stored, dst + (c0 - b0) * 32, (c1 - c0) * 32);
+    }
+}
+
+void tsr_dequantize_part_row(const tsr_weight_part *p, int64_t inputs, int64_t g, float *dst) {
+    if (p->layout == TSR_LAYOUT_X8) x8_dequantize_row(p, inputs, g, 0, inputs / 32, dst);
+    else tsr_dequantize(p->type, (const uint8_t *)p->data + g * p->row_bytes, dst, inputs);
+}
+
 typedef struct {
     const tsr_weight_part *parts; int64_t n_parts; int64_t outputs; int64_t inputs;
     const tsr_q8_block *xq; const float *x; int64_t x_stride; int64_t rows;
@@ -146,6 +227,9 @@ tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t in
         if (be == 0) return TSR_ERR_UNSUPPORTED_TYPE;
         if (inputs % be != 0 || inputs % 32 != 0 && tsr_type_is_quantized(t)) return TSR_ERR_BAD_SIZE;
         if (parts[i].row_bytes != inputs / be * tsr_type_block_bytes(t) || parts[i].rows < 0) return TSR_ERR_BAD_SIZE;
+        if (parts[i].layout == TSR_LAYOUT_X8 && (tsr_x8_group_block_bytes(t) == 0 || parts[i].row_map)) return TSR_ERR_UNSUPPORTED_TYPE;
+        if (parts[i].layout == TSR_LAYOUT_X8 && parts[i].rows % 8 != 0) return TSR_ERR_BAD_SIZE;
+        if (parts[i].layout != TSR_LAYOUT_ROWS && parts[i].layout != TSR_LAYOUT_X8) return TSR_ERR_UNSUPPORTED_TYPE;
         outputs += parts[i].rows;
     }
     if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
@@ -179,7 +263,7 @@ static void dequant_task(void *ctx, int thread, int threads) {
         for (int64_t g = g0; g < g1; g++) {
             const int64_t out = p->out_offset + (p->row_map ? p->row_map[g] : g);
             if (out < lo || out >= hi) continue;
-            tsr_dequantize(p->type, (const uint8_t *)p->data + g * p->row_bytes, j->dst + (out - j->begin) * j->inputs, j->inputs);
+            tsr_dequantize_part_row(p, j->inputs, g, j->dst + (out - j->begin) * j->inputs);
         }
     }
 }

@@ -353,7 +353,157 @@ QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows)
 QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows)
 QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
 #undef QFUSED_SPAN
+
+// Rows interleaved by 8 (TSR_LAYOUT_X8): one group of 8 output rows against NR activation rows
+// (1..4); out[r] gets the 8 rows' sums. Per block and activation row: 8 multiplies of 8 rows ×
+// 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
+// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
+// offset FMA for all 8 rows. A row's operations do not depend on NR.
+#ifndef QX8_PREFETCH
+#define QX8_PREFETCH 1024
+#endif
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
+                                                                        const tsr_q8_block *a, int64_t a_stride, const int NR, __m256 *out) {
+    const int64_t gb = type == TSR_GGML_Q4_1 ? 160 : type == TSR_GGML_Q4_0 ? 144 : 272;
+    const int64_t qo = type == TSR_GGML_Q4_1 ? 32 : 16;
+    const __m256i m4 = _mm256_set1_epi8(15);
+#if QSIMD == 1
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
+    __m256 acc[4], accm[4];
+    for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = grp + b * gb, *qs = p + qo;
+        for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        __m256i s32[4];
+        if (type == TSR_GGML_Q8_0) {
+            for (int r = 0; r < 4; r++) s32[r] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                const __m256i u = _mm256_sign_epi8(w, w);
+                for (int r = 0; r < NR; r++) {
+                    int32_t piece;
+                    memcpy(&piece, a[r * a_stride + b].q + 4 * k, 4);
+                    const __m256i q = _mm256_sign_epi8(_mm256_set1_epi32(piece), w);
+#if QSIMD == 1
+                    s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones));
+#else
+                    s32[r] = _mm256_dpbusd_epi32(s32[r], u, q);
+#endif
+                }
+            }
+        } else {
+#if QSIMD == 1
+            __m256i s16[4];
+            for (int r = 0; r < 4; r++) s16[r] = _mm256_setzero_si256();
+#else
+            for (int r = 0; r < 4; r++) s32[r] = _mm256_setzero_si256();
+#endif
+            for (int k = 0; k < 4; k++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int r = 0; r < NR; r++) {
+                    int32_t plo, phi;
+                    memcpy(&plo, a[r * a_stride + b].q + 4 * k, 4);
+                    memcpy(&phi, a[r * a_stride + b].q + 16 + 4 * k, 4);
+#if QSIMD == 1
+                    s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                                       _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+#else
+                    s32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
+#endif
+                }
+            }
+#if QSIMD == 1
+            for (int r = 0; r < NR; r++) s32[r] = _mm256_madd_epi16(s16[r], ones);
+#endif
+        }
+        const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
+        for (int r = 0; r < NR; r++) {
+            const tsr_q8_block *ab = a + r * a_stride + b;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(ab->d)), acc[r]);
+            if (type != TSR_GGML_Q8_0) accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(ab->s), accm[r]);
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
+}
+
+// Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
+// outside [g0, g1) are computed and dropped.
+#define QX8_SPAN(T, NAME) \
+QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
+    const int64_t nb = j->inputs / 32, gbytes = nb * tsr_x8_group_block_bytes(T); \
+    const __m256 alpha = _mm256_set1_ps(j->alpha); \
+    for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
+        const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \
+        const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
+        for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
+            __m256 o[4]; \
+            const tsr_q8_block *a = j->xq + r0 * nb; \
+            const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
+            switch (nr) { \
+            case 1: QFN(x8_rows)(T, gp, nb, a, nb, 1, o); break; \
+            case 2: QFN(x8_rows)(T, gp, nb, a, nb, 2, o); break; \
+            case 3: QFN(x8_rows)(T, gp, nb, a, nb, 3, o); break; \
+            default: QFN(x8_rows)(T, gp, nb, a, nb, 4, o); break; \
+            } \
+            for (int64_t r = 0; r < nr; r++) { \
+                float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8; \
+                const __m256 v = _mm256_mul_ps(o[r], alpha); \
+                if (l0 == 0 && l1 == 8) { \
+                    _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v); \
+                } else { \
+                    float t_[8]; \
+                    _mm256_storeu_ps(t_, v); \
+                    for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l]; \
+                } \
+            } \
+        } \
+    } }
+QX8_SPAN(TSR_GGML_Q4_0, x8_span_q4_0)
+QX8_SPAN(TSR_GGML_Q4_1, x8_span_q4_1)
+QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
+#undef QX8_SPAN
 #undef QIDOT
+#endif
+
+#if QSIMD == 0
+// Rows interleaved by 8, one output row at a time (the portable reference for x8_rows).
+static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
+    const int type = p->type;
+    const int64_t nb = j->inputs / 32, gb = tsr_x8_group_block_bytes(type), qo = x8_quants_offset(type);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;
+        const int64_t lane = g % 8;
+        for (int64_t r = 0; r < j->rows; r++) {
+            float acc = 0, accm = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *db = grp + b * gb, *qs = db + qo;
+                const tsr_q8_block *ab = j->xq + r * nb + b;
+                const float d = H2F(q_u16(db + 2 * lane));
+                int32_t sum = 0;
+                if (type == TSR_GGML_Q8_0) {
+                    for (int k = 0; k < 8; k++)
+                        for (int i = 0; i < 4; i++) sum += (int32_t)(int8_t)qs[32 * k + 4 * lane + i] * ab->q[4 * k + i];
+                } else {
+                    for (int k = 0; k < 4; k++)
+                        for (int i = 0; i < 4; i++) {
+                            const uint8_t v = qs[32 * k + 4 * lane + i];
+                            sum += (int32_t)(v & 15) * ab->q[4 * k + i] + (int32_t)(v >> 4) * ab->q[16 + 4 * k + i];
+                        }
+                }
+                acc += (float)sum * (d * ab->d);
+                if (type == TSR_GGML_Q4_1) accm += H2F(q_u16(db + 16 + 2 * lane)) * ab->s;
+                else if (type == TSR_GGML_Q4_0) accm += (-8.0f * d) * ab->s;
+            }
+            acc += accm;
+            float *dst = j->y + r * j->y_stride + p->out_offset + g;
+            *dst = j->accumulate ? *dst + acc * j->alpha : acc * j->alpha;
+        }
+    }
+}
 #endif
 
 // Outputs [begin, end) (global indices over the parts) for every row.
@@ -371,6 +521,36 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         const int quant = tsr_type_is_quantized(part->type);
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
+        if (part->layout == TSR_LAYOUT_X8) {
+            const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
+            if (j->xq != NULL) {
+#if QSIMD != 0
+                if (part->type == TSR_GGML_Q4_1) QFN(x8_span_q4_1)(part, g0, g1, j);
+                else if (part->type == TSR_GGML_Q4_0) QFN(x8_span_q4_0)(part, g0, g1, j);
+                else QFN(x8_span_q8_0)(part, g0, g1, j);
+#else
+                QFN(x8_span)(part, g0, g1, j);
+#endif
+                continue;
+            }
+            // f32 activations: each row dequantized a chunk at a time, then f32 dots.
+            for (int64_t g = g0; g < g1; g++) {
+                for (int64_t r0 = 0; r0 < j->rows; r0 += QMAXROWS) {
+                    const int64_t rn = j->rows - r0 < QMAXROWS ? j->rows - r0 : QMAXROWS;
+                    for (int64_t r = 0; r < rn; r++) acc[r] = 0;
+                    for (int64_t c0 = 0; c0 < j->inputs; c0 += QCHUNK) {
+                        const int64_t n = j->inputs - c0 < QCHUNK ? j->inputs - c0 : QCHUNK;
+                        x8_dequantize_row(part, j->inputs, g, c0 / 32, (c0 + n) / 32, wf);
+                        for (int64_t r = 0; r < rn; r++) acc[r] += tsr_dot(wf, j->x + (r0 + r) * j->x_stride + c0, n);
+                    }
+                    for (int64_t r = 0; r < rn; r++) {
+                        float *dst = j->y + (r0 + r) * j->y_stride + part->out_offset + g;
+                        *dst = j->accumulate ? *dst + acc[r] * j->alpha : acc[r] * j->alpha;
+                    }
+                }
+            }
+            continue;
+        }
 #if QSIMD != 0
         if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0 ||
                                        part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q6_K)) {

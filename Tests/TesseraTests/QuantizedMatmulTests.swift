@@ -47,6 +47,8 @@ final class QuantizedMatmulTests: XCTestCase {
         let inputs: Int
         let rows: Int
         let mapped: Bool
+        /// Parts of Q4_0/Q4_1/Q8_0 with rows a multiple of 8 rewritten interleaved (tsr_pack_x8).
+        var interleaved = false
     }
 
     /// Runs one case with every available variant; checks each against the f32 reference and
@@ -125,8 +127,31 @@ final class QuantizedMatmulTests: XCTestCase {
         for (p, t) in c.types.enumerated() {
             let rowBytes = c.inputs / Int(tsr_type_block_elements(t)) * Int(tsr_type_block_bytes(t))
             parts.append(tsr_weight_part(type: t, data: blocks[p], rows: Int64(c.rowsPerPart[p]), row_bytes: Int64(rowBytes),
-                                         row_map: c.mapped ? UnsafePointer(rowMaps[p]) : nil, out_offset: Int64(first)))
+                                         row_map: c.mapped ? UnsafePointer(rowMaps[p]) : nil, out_offset: Int64(first),
+                                         layout: Int32(TSR_LAYOUT_ROWS)))
             first += c.rowsPerPart[p]
+        }
+        var packed: [UnsafeMutableRawPointer] = []
+        defer { packed.forEach { $0.deallocate() } }
+        if c.interleaved {
+            for i in parts.indices where tsr_x8_group_block_bytes(parts[i].type) > 0 && parts[i].rows % 8 == 0 {
+                let bytes = Int(parts[i].rows * parts[i].row_bytes)
+                let dst = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+                packed.append(dst)
+                XCTAssertEqual(tsr_pack_x8(&parts[i], Int64(c.inputs), dst), TSR_OK)
+                // Every row dequantizes to the same floats from either layout.
+                var x8 = parts[i]
+                x8.data = UnsafeRawPointer(dst); x8.row_map = nil; x8.layout = Int32(TSR_LAYOUT_X8)
+                var a = [Float](repeating: 0, count: c.inputs), b = a
+                for g in 0..<Int(parts[i].rows) {
+                    let out = c.mapped ? Int(maps[i][g]) : g
+                    tsr_dequantize_part_row(&parts[i], Int64(c.inputs), Int64(g), &a)
+                    tsr_dequantize_part_row(&x8, Int64(c.inputs), Int64(out), &b)
+                    if a != b { XCTFail("interleaved row \(out) of type \(parts[i].type) dequantizes differently"); break }
+                }
+                parts[i] = x8
+            }
+            XCTAssertFalse(packed.isEmpty, "the case has no part to interleave")
         }
         /// y starts at 1; accumulate with alpha.
         func run(_ impl: Int32, activations: UnsafePointer<tsr_q8_block>?) -> (tsr_status, [Float]) {
@@ -148,7 +173,7 @@ final class QuantizedMatmulTests: XCTestCase {
         for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2), Int32(TSR_QIMPL_AVX512VNNI)] where tsr_qmatmul_available(impl) != 0 {
             let (status, y) = xq.withUnsafeBufferPointer { run(impl, activations: $0.baseAddress) }
             XCTAssertEqual(status, TSR_OK)
-            let what = "types \(c.types) rows \(c.rows) inputs \(c.inputs) impl \(impl)"
+            let what = "types \(c.types) rows \(c.rows) inputs \(c.inputs) impl \(impl) interleaved \(c.interleaved)"
             for i in 0..<y.count where !(abs(y[i] - reference[i]) <= bound[i]) {
                 XCTFail("\(what): element \(i) = \(y[i]), reference \(reference[i]), bound \(bound[i])")
                 break
@@ -189,6 +214,24 @@ final class QuantizedMatmulTests: XCTestCase {
         }
     }
 
+    func testInterleavedRowsWithinTheSameBound() throws {
+        // The 8-row interleaved layout of Q4_0, Q4_1 and Q8_0: same bound, same agreement
+        // between variants; odd row counts leave the last group of 4 activation rows short.
+        var seed: UInt64 = 500
+        for t in [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0)] {
+            for inputs in [96, 800, 2080] {
+                for (outputs, rows) in [(8, 1), (16, 3), (40, 5), (24, 70)] {
+                    try check(Case(types: [t], rowsPerPart: [outputs], inputs: inputs, rows: rows, mapped: false, interleaved: true), seed: seed)
+                    seed += 1
+                }
+            }
+        }
+        // Stacked with row maps (applied when interleaving) and beside parts kept as stored; an
+        // interleaved part at output 3 puts thread ranges inside its groups.
+        try check(Case(types: [Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_F16)], rowsPerPart: [48, 16, 3], inputs: 320, rows: 6, mapped: true, interleaved: true), seed: 600)
+        try check(Case(types: [Int32(TSR_GGML_F16), Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1)], rowsPerPart: [3, 64, 13], inputs: 256, rows: 5, mapped: true, interleaved: true), seed: 601)
+    }
+
     func testStackedPartsOfMixedTypesWithRowMaps() throws {
         // As a fused q|k|v of a Q4_K_M file: parts of different types, q and k rows permuted.
         try check(Case(types: [Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q6_K), Int32(TSR_GGML_Q4_K)], rowsPerPart: [24, 8, 8], inputs: 512, rows: 6, mapped: true), seed: 99)
@@ -203,13 +246,21 @@ final class QuantizedMatmulTests: XCTestCase {
         let x = (0..<(rows * inputs)).map { _ in Float(rng.unit()) - 0.5 }
         var xq = [tsr_q8_block](repeating: tsr_q8_block(), count: rows * inputs / 32)
         tsr_quantize_q8_rows(x, Int64(inputs), Int64(rows), Int64(inputs), &xq)
-        func run(rows n: Int, from r0: Int, threads: Int32) -> [Float] {
+        let interleaved = UnsafeMutableRawPointer.allocate(byteCount: w.count, alignment: 64)
+        defer { interleaved.deallocate() }
+        w.withUnsafeBytes { raw in
+            var part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: raw.baseAddress!, rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20),
+                                       row_map: nil, out_offset: 0, layout: Int32(TSR_LAYOUT_ROWS))
+            XCTAssertEqual(tsr_pack_x8(&part, Int64(inputs), interleaved), TSR_OK)
+        }
+        func run(rows n: Int, from r0: Int, threads: Int32, layout: Int32) -> [Float] {
             let saved = tsr_threads_get()
             tsr_threads_set(threads)
             defer { tsr_threads_set(saved) }
             var y = [Float](repeating: 0, count: n * outputs)
             w.withUnsafeBytes { raw in
-                var part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: raw.baseAddress!, rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20), row_map: nil, out_offset: 0)
+                var part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: layout == Int32(TSR_LAYOUT_X8) ? UnsafeRawPointer(interleaved) : raw.baseAddress!,
+                                           rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20), row_map: nil, out_offset: 0, layout: layout)
                 xq.withUnsafeBufferPointer { q in
                     x.withUnsafeBufferPointer { xp in
                         _ = tsr_qmatmul(&part, 1, Int64(inputs), q.baseAddress! + r0 * inputs / 32, xp.baseAddress! + r0 * inputs, Int64(inputs),
@@ -219,22 +270,37 @@ final class QuantizedMatmulTests: XCTestCase {
             }
             return y
         }
-        let all = run(rows: rows, from: 0, threads: 2)
-        for r in 0..<rows {
-            let alone = run(rows: 1, from: r, threads: 1)
-            XCTAssertEqual(alone, Array(all[(r * outputs)..<((r + 1) * outputs)]), "row \(r)")
+        for layout in [Int32(TSR_LAYOUT_ROWS), Int32(TSR_LAYOUT_X8)] {
+            let all = run(rows: rows, from: 0, threads: 2, layout: layout)
+            for r in 0..<rows {
+                let alone = run(rows: 1, from: r, threads: 1, layout: layout)
+                XCTAssertEqual(alone, Array(all[(r * outputs)..<((r + 1) * outputs)]), "row \(r), layout \(layout)")
+            }
         }
     }
 
     func testBadPartsAreRefused() {
-        var part = tsr_weight_part(type: 77, data: nil, rows: 1, row_bytes: 0, row_map: nil, out_offset: 0)
-        var y: [Float] = [0]
+        let rows = Int32(TSR_LAYOUT_ROWS), x8 = Int32(TSR_LAYOUT_X8)
+        var part = tsr_weight_part(type: 77, data: nil, rows: 1, row_bytes: 0, row_map: nil, out_offset: 0, layout: rows)
+        var y: [Float] = [Float](repeating: 0, count: 16)
         let x: [Float] = .init(repeating: 0, count: 32)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE)
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 1, row_bytes: 144, row_map: nil, out_offset: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 1, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "32 inputs is not a Q4_K row")
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 1, row_bytes: 36, row_map: nil, out_offset: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 1, row_bytes: 36, row_map: nil, out_offset: 0, layout: rows)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "row bytes")
+        // Interleaved parts: only Q4_0/Q4_1/Q8_0, whole groups of 8, no row map, known layouts.
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: x8)
+        XCTAssertEqual(tsr_qmatmul(&part, 1, 256, nil, x, 32, 1, &y, 8, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 12, row_bytes: 34, row_map: nil, out_offset: 0, layout: x8)
+        XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 12, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "12 rows is not whole groups")
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 8, row_bytes: 34, row_map: nil, out_offset: 0, layout: 5)
+        XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 8, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE, "unknown layout")
+        // Packing refuses what it cannot lay out.
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: nil, rows: 12, row_bytes: 20, row_map: nil, out_offset: 0, layout: rows)
+        XCTAssertEqual(tsr_pack_x8(&part, 32, nil), TSR_ERR_BAD_SIZE)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 8, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows)
+        XCTAssertEqual(tsr_pack_x8(&part, 256, nil), TSR_ERR_UNSUPPORTED_TYPE)
     }
 
     func testVariantsAvailableHereAreReported() {

@@ -49,6 +49,35 @@ final class QuantizedModelTests: XCTestCase {
         }
     }
 
+    func testInterleavedAndStoredLayoutsAgree() throws {
+        let path = try Fixtures.defaultModelPath()
+        let stored = try LlamaModel.load(path: path, options: .init(activations: .f32, layout: .stored))
+        let interleaved = try LlamaModel.load(path: path, options: .init(activations: .f32, layout: .interleaved))
+        XCTAssertEqual(stored.interleavedWeightBytes, 0)
+        XCTAssertEqual(interleaved.interleavedWeightBytes, interleaved.weightBytes - interleaved.allocatedWeightBytes,
+                       "every SmolLM2 matrix (Q4_1, Q8_0 LM head) is interleaved")
+        let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 504, 1797, 1918, 553]
+        let saved = LlamaModel.storedRowsLimit
+        defer { LlamaModel.storedRowsLimit = saved }
+        for limit in [1000, 0] {  // the weight-type kernel, then dequantized tiles
+            LlamaModel.storedRowsLimit = limit
+            // f32 activations: both layouts dequantize to the same floats, dotted in the same order.
+            XCTAssertEqual(try allLogits(stored, tokens: tokens), try allLogits(interleaved, tokens: tokens), "row limit \(limit)")
+        }
+        // 8-bit activations: the two kernels sum the same integer products with their float
+        // scales in another order; the difference is the 8-bit noise described below.
+        LlamaModel.storedRowsLimit = 1000
+        let q8Stored = try LlamaModel.load(path: path, options: .init(layout: .stored))
+        let q8Interleaved = try LlamaModel.load(path: path, options: .init(layout: .interleaved))
+        let a = try allLogits(q8Stored, tokens: tokens), b = try allLogits(q8Interleaved, tokens: tokens)
+        var worst: Float = 0
+        for (x, y) in zip(a, b) { worst = max(worst, maxAbsDifference(x, y)) }
+        print("SmolLM2 q8: interleaved vs stored layout, largest logit difference over \(tokens.count) positions: \(worst)")
+        XCTAssertLessThan(worst, 2.5)
+        let sameArgmax = zip(a, b).filter { x, y in x.indices.max { x[$0] < x[$1] } == y.indices.max { y[$0] < y[$1] } }.count
+        XCTAssertGreaterThanOrEqual(sameArgmax, tokens.count - 2)
+    }
+
     func testStoredKernelAndTilesAgreeOnAQuantizedModel() throws {
         // The same 24 rows through the weight-type kernel and through dequantized tiles + sgemm
         // (fed the same 8-bit-rounded activations): only float rounding separates them.

@@ -43,4 +43,17 @@ public final class MappedFile: @unchecked Sendable {
 
     /// File size in bytes.
     public var size: Int { bytes.count }
+
+    /// Drops the resident pages that lie wholly inside `range` (a part of ``bytes`` no longer
+    /// read): they stop counting toward this process's memory, and a later read maps them
+    /// in from the file again.
+    func releasePages(of range: UnsafeRawBufferPointer) {
+        guard let start = range.baseAddress, let base = bytes.baseAddress,
+              start >= base, start + range.count <= base + bytes.count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: start) + page - 1) / page * page
+        let hi = (Int(bitPattern: start) + range.count) / page * page
+        guard hi > lo, let p = UnsafeMutableRawPointer(bitPattern: lo) else { return }
+        _ = madvise(p, hi - lo, MADV_DONTNEED)
+    }
 }

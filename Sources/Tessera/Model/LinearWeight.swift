@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TesseraKernels
 
 /// A tensor's bytes in their stored type, inside a mapping that `owner` keeps alive.
@@ -28,6 +33,10 @@ final class LinearWeight: @unchecked Sendable {
     let storedBytes: Int
     private let rowMaps: [UnsafeMutablePointer<Int32>]
     private let owners: [AnyObject]
+    /// Memory of interleaved parts (``interleave()``), freed with the matrix.
+    private var interleavedBuffers: [UnsafeMutableRawPointer] = []
+    /// Bytes of interleaved parts (allocated here; their mapped rows were given back).
+    private(set) var interleavedBytes = 0
 
     /// A matrix held only as f32.
     init(dense: FloatBuffer, outputs: Int, inputs: Int) {
@@ -60,7 +69,7 @@ final class LinearWeight: @unchecked Sendable {
             let t = piece.tensor.type
             parts[i] = tsr_weight_part(type: Int32(t.rawValue), data: piece.tensor.bytes.baseAddress, rows: Int64(piece.rows),
                                        row_bytes: Int64(inputs / t.blockElements * t.blockBytes), row_map: mapPointer,
-                                       out_offset: Int64(offset))
+                                       out_offset: Int64(offset), layout: Int32(TSR_LAYOUT_ROWS))
             offset += piece.rows
             bytes += piece.tensor.bytes.count
             q8 = q8 || tsr_type_is_quantized(Int32(t.rawValue)) != 0
@@ -76,6 +85,34 @@ final class LinearWeight: @unchecked Sendable {
     deinit {
         parts.deallocate()
         for m in rowMaps { m.deallocate() }
+        for b in interleavedBuffers { free(b) }
+    }
+
+    /// Rewrites every part of a type with an interleaved layout (Q4_0, Q4_1, Q8_0; rows a
+    /// multiple of 8) as groups of 8 rows side by side (`tsr_pack_x8`), where the kernel needs
+    /// no horizontal sums and one scale vector serves 8 outputs. Same bytes as stored; the
+    /// mapped pages read are released, so resident memory does not grow. Returns false when
+    /// out of memory (the parts already rewritten stay so; the rest stay as stored).
+    func interleave() -> Bool {
+        for i in 0..<partCount {
+            var p = parts[i]
+            guard p.layout == Int32(TSR_LAYOUT_ROWS), tsr_x8_group_block_bytes(p.type) > 0, p.rows % 8 == 0, let data = p.data else { continue }
+            let bytes = Int(p.rows * p.row_bytes)
+            var raw: UnsafeMutableRawPointer?
+            guard posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else { return false }
+            guard tsr_pack_x8(&p, Int64(inputs), raw) == TSR_OK else {
+                free(raw)
+                continue
+            }
+            (owners[i] as? MappedFile)?.releasePages(of: UnsafeRawBufferPointer(start: data, count: bytes))
+            p.data = UnsafeRawPointer(raw)
+            p.row_map = nil
+            p.layout = Int32(TSR_LAYOUT_X8)
+            parts[i] = p
+            interleavedBuffers.append(raw)
+            interleavedBytes += bytes
+        }
+        return true
     }
 
     /// Types of the stored parts, for reports.
@@ -98,7 +135,7 @@ final class LinearWeight: @unchecked Sendable {
                 guard out >= p.out_offset, out < p.out_offset + p.rows else { continue }
                 var g = out - Int(p.out_offset)
                 if let map = p.row_map { g = (0..<Int(p.rows)).first { Int(map[$0]) == g } ?? g }
-                _ = tsr_dequantize(p.type, p.data + g * Int(p.row_bytes), destination, Int64(inputs))
+                tsr_dequantize_part_row(parts + i, Int64(inputs), Int64(g), destination)
                 return
             }
             return

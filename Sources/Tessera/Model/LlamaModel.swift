@@ -43,6 +43,9 @@ public final class LlamaModel: Sendable {
     public var weightBytes: Int { weights.storedBytes + weights.allocatedBytes }
     /// Bytes of weights allocated in memory (f32 copies, norms), beyond the mapped file.
     public var allocatedWeightBytes: Int { weights.allocatedBytes }
+    /// Bytes of quantized weights held interleaved in memory of the model's own
+    /// (``WeightLayout/interleaved``); the same bytes the file stores, whose pages were released.
+    public var interleavedWeightBytes: Int { weights.interleavedBytes }
     /// Stored types of the linear weights, with how many matrices use each (for reports).
     public var weightTypes: [String: Int] {
         var counts: [String: Int] = [:]

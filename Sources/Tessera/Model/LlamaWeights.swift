@@ -32,6 +32,10 @@ final class LlamaWeights: @unchecked Sendable {
     /// Bytes of weights in their stored type (mapped from the file).
     var storedBytes: Int { linears.reduce(0) { $0 + $1.storedBytes } }
 
+    /// Bytes of stored-type weights rewritten interleaved into memory of their own (the same
+    /// bytes as in the file, whose pages were released).
+    var interleavedBytes: Int { linears.reduce(0) { $0 + $1.interleavedBytes } }
+
     /// Bytes of weights allocated in memory: f32 copies and norm vectors.
     var allocatedBytes: Int {
         var total = outputNorm.byteCount + linears.reduce(0) { $0 + $1.denseBytes }
@@ -48,7 +52,7 @@ final class LlamaWeights: @unchecked Sendable {
 
     /// Loads the weights of `source`. Up to `weightMemory` bytes go to f32 copies of layer
     /// matrices (they speed up many-row matmuls); 0 keeps every weight in its stored type.
-    init(config c: LlamaConfig, source: some WeightSource, weightMemory: Int = 0) throws(ModelError) {
+    init(config c: LlamaConfig, source: some WeightSource, weightMemory: Int = 0, layout: WeightLayout = .interleaved) throws(ModelError) {
         func allocate(_ count: Int) throws(ModelError) -> FloatBuffer {
             guard let b = FloatBuffer(count: count) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: count * 4)) }
             return b
@@ -116,6 +120,12 @@ final class LlamaWeights: @unchecked Sendable {
         self.layers = layers
         outputNorm = try vector("output_norm.weight", d)
         lmHead = c.tiedEmbeddings ? tokenEmbedding : try linear([("output.weight", c.vocabularySize, nil)], inputs: d)
+
+        if layout == .interleaved {
+            for w in linears where !w.interleave() {
+                throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
+            }
+        }
 
         // f32 copies within the budget, layer matrices first (the LM head serves only the rows
         // that want logits).

@@ -8,11 +8,25 @@ public struct ModelLoadOptions: Sendable {
     public var weightMemory: Int
     /// How activations meet block-quantized weights (see ``ActivationPrecision``).
     public var activations: ActivationPrecision
+    /// How block-quantized rows are laid out in memory (see ``WeightLayout``).
+    public var layout: WeightLayout
 
-    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8) {
+    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8, layout: WeightLayout = .interleaved) {
         self.weightMemory = weightMemory
         self.activations = activations
+        self.layout = layout
     }
+}
+
+/// How the rows of block-quantized weights sit in memory. Either way they keep their stored
+/// type and size, and results agree within float rounding.
+public enum WeightLayout: String, Sendable, CaseIterable {
+    /// Groups of 8 rows with their blocks side by side (Q4_0, Q4_1, Q8_0), written once at load
+    /// into memory of the model's own (the file's pages are released): the decode kernel then
+    /// serves 8 outputs per instruction. Other types stay as stored.
+    case interleaved
+    /// Rows as stored in the file, read in place from the mapping.
+    case stored
 }
 
 extension LlamaModel {
@@ -31,7 +45,7 @@ extension LlamaModel {
             guard FileManager.default.fileExists(atPath: configURL.path) else { throw ModelError(file: path, reason: .unrecognisedPath) }
             let config = try LlamaConfig(hfConfig: configURL)
             let source = try HFWeightSource(directory: dir)
-            return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: source, weightMemory: options.weightMemory),
+            return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: source, weightMemory: options.weightMemory, layout: options.layout),
                               source: path, activations: options.activations)
         }
         let gguf: GGUFFile
@@ -45,7 +59,7 @@ extension LlamaModel {
             throw ModelError(file: gguf.path, reason: .invalidMetadata(key: "general.type", why: "'\(type)' file, expected a model"))
         }
         let config = try LlamaConfig(gguf: gguf)
-        return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: GGUFWeightSource(gguf: gguf), weightMemory: options.weightMemory),
+        return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: GGUFWeightSource(gguf: gguf), weightMemory: options.weightMemory, layout: options.layout),
                           source: gguf.path, activations: options.activations)
     }
 }

@@ -143,8 +143,15 @@ typedef struct {
     int8_t q[32];
 } tsr_q8_block;
 
+/// Layouts of a part's rows: as stored (row after row), or interleaved by 8 (tsr_pack_x8).
+enum { TSR_LAYOUT_ROWS = 0, TSR_LAYOUT_X8 = 1 };
+
 /// Rows of a weight matrix in one stored type (a GGUF tensor, mmapped): stored row g is output
 /// column out_offset + (row_map ? row_map[g] : g). Several parts stack into one matrix.
+/// TSR_LAYOUT_X8 parts (Q4_0, Q4_1, Q8_0; rows a multiple of 8; no row map) hold groups of 8
+/// rows with each block's 8 rows side by side: per block, the 8 f16 scales (Q4_1: then the 8
+/// f16 minimums), then the quants in 32-byte vectors whose 4-byte lane j is row j's bytes
+/// 4k..4k+3 (vector k). row_bytes stays the stored row's size.
 typedef struct {
     int type;                 // TSR_GGML_*
     const void *data;         // rows × row_bytes
@@ -152,7 +159,19 @@ typedef struct {
     int64_t row_bytes;
     const int32_t *row_map;   // NULL, or a permutation of 0..<rows
     int64_t out_offset;
+    int layout;               // TSR_LAYOUT_*
 } tsr_weight_part;
+
+/// Bytes of one block of a group of 8 interleaved rows of `ggml_type`; 0 when the type has no
+/// interleaved layout.
+int64_t tsr_x8_group_block_bytes(int ggml_type);
+/// Writes `src` (TSR_LAYOUT_ROWS, rows a multiple of 8) interleaved by 8 into `dst`
+/// (src->rows × src->row_bytes bytes), row maps applied: packed row i is output row
+/// src->out_offset + i. The part that reads it: same type, rows, row_bytes and out_offset,
+/// data = dst, row_map = NULL, layout = TSR_LAYOUT_X8.
+tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst);
+/// Dequantizes stored row `g` of one part into `inputs` floats.
+void tsr_dequantize_part_row(const tsr_weight_part *part, int64_t inputs, int64_t g, float *dst);
 
 /// Kernel variants of tsr_qmatmul.
 enum { TSR_QIMPL_BEST = 0, TSR_QIMPL_SCALAR = 1, TSR_QIMPL_AVX2 = 2, TSR_QIMPL_AVX512VNNI = 3 };
