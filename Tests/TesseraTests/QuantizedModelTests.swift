@@ -38,9 +38,9 @@ final class QuantizedModelTests: XCTestCase {
         let all = try LlamaModel.load(path: path, options: .init(weightMemory: 1 << 30))
         XCTAssertGreaterThanOrEqual(all.allocatedWeightBytes - plain.allocatedWeightBytes, c.layerCount * layerBytes)
         // Many rows take the copies (or tiles); results agree within rounding either way.
-        let saved = LlamaModel.storedRowsLimit
-        defer { LlamaModel.storedRowsLimit = saved }
-        LlamaModel.storedRowsLimit = 8
+        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
+        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (8, 8)
         let tokens: [Int32] = (0..<40).map { Int32(($0 * 37 + 11) % c.vocabularySize) }
         let reference = try allLogits(plain, tokens: tokens)
         for model in [some, all] {
@@ -57,16 +57,16 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertEqual(interleaved.interleavedWeightBytes, interleaved.weightBytes - interleaved.allocatedWeightBytes,
                        "every SmolLM2 matrix (Q4_1, Q8_0 LM head) is interleaved")
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 504, 1797, 1918, 553]
-        let saved = LlamaModel.storedRowsLimit
-        defer { LlamaModel.storedRowsLimit = saved }
+        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
+        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
         for limit in [1000, 0] {  // the weight-type kernel, then dequantized tiles
-            LlamaModel.storedRowsLimit = limit
+            (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (limit, limit)
             // f32 activations: both layouts dequantize to the same floats, dotted in the same order.
             XCTAssertEqual(try allLogits(stored, tokens: tokens), try allLogits(interleaved, tokens: tokens), "row limit \(limit)")
         }
         // 8-bit activations: the two kernels sum the same integer products with their float
         // scales in another order; the difference is the 8-bit noise described below.
-        LlamaModel.storedRowsLimit = 1000
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
         let q8Stored = try LlamaModel.load(path: path, options: .init(layout: .stored))
         let q8Interleaved = try LlamaModel.load(path: path, options: .init(layout: .interleaved))
         let a = try allLogits(q8Stored, tokens: tokens), b = try allLogits(q8Interleaved, tokens: tokens)
@@ -84,17 +84,17 @@ final class QuantizedModelTests: XCTestCase {
         let exact = try LlamaModel.load(path: Fixtures.defaultModelPath(), options: .init(activations: .f32))
         let model = try LlamaModel.load(path: Fixtures.defaultModelPath())
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33, 33, 2215, 701, 30]
-        let saved = LlamaModel.storedRowsLimit
-        defer { LlamaModel.storedRowsLimit = saved }
+        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
+        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
         // f32 activations: the machinery (parts, row maps, tiles) agrees to rounding.
-        LlamaModel.storedRowsLimit = 1000
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
         let storedExact = try allLogits(exact, tokens: tokens)
-        LlamaModel.storedRowsLimit = 0
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (0, 0)
         let tiledExact = try allLogits(exact, tokens: tokens)
         for (a, b) in zip(storedExact, tiledExact) { assertClose(a, b, tolerance: 2e-3) }
-        LlamaModel.storedRowsLimit = 1000
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
         let stored = try allLogits(model, tokens: tokens)
-        LlamaModel.storedRowsLimit = 0
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (0, 0)
         let tiled = try allLogits(model, tokens: tokens)
         var worst: Float = 0
         for (a, b) in zip(stored, tiled) { worst = max(worst, maxAbsDifference(a, b)) }

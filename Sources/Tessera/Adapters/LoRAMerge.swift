@@ -18,9 +18,8 @@ extension LlamaModel {
         /// weight rows [rowOffset, rowOffset + out) of a (·, in) matrix += s · Bᵀᵀ · A.
         func fold(_ p: LoRAAdapter.Projection, into w: FloatBuffer, rowOffset: Int, target: LoRATarget) {
             let (inputs, outputs) = target.dimensions(c)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outputs), Int32(inputs), Int32(p.rank),
-                        p.scale, p.bTransposed.pointer, Int32(outputs), p.a.pointer, Int32(inputs),
-                        1, w.pointer + rowOffset * inputs, Int32(inputs))
+            BLAS.sgemm(CblasTrans, CblasNoTrans, m: outputs, n: inputs, k: p.rank, alpha: p.scale, a: p.bTransposed.pointer, lda: outputs,
+                       b: p.a.pointer, ldb: inputs, beta: 1, c: w.pointer + rowOffset * inputs, ldc: inputs)
         }
         var layers: [LlamaWeights.Layer] = []
         for (l, w) in weights.layers.enumerated() {

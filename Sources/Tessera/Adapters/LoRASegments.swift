@@ -78,9 +78,8 @@ struct LoRASegments {
             LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: p.a.pointer,
                               outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
             // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(outputs), Int32(p.rank),
-                        p.scale, shrunk, Int32(p.rank), p.bTransposed.pointer, Int32(outputs),
-                        1, output + first * outputStride, Int32(outputStride))
+            BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
+                       b: p.bTransposed.pointer, ldb: outputs, beta: 1, c: output + first * outputStride, ldc: outputStride)
         }
         if fusedCount > 0 {
             tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(inputs),

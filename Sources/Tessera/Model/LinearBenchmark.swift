@@ -5,7 +5,7 @@ extension LlamaModel {
     /// layers) at `rows` rows, through each matmul path: the weight-type kernel reading the
     /// stored blocks, and dequantized tiles + sgemm. Medians of `runs`. This is how
     /// ``storedRowsLimit`` was chosen (`tessera bench-matmul`, bench/RESULTS.md). Run it on
-    /// a compute thread; it changes ``storedRowsLimit`` while it runs.
+    /// a compute thread; it changes ``storedRowsLimit`` and ``interleavedRowsLimit`` while it runs.
     public func benchmarkLinearPaths(rows: Int, runs: Int) throws(InferenceError) -> (stored: Double, tiled: Double) {
         let scratch = makeScratch()
         try scratch.reserve(rows: rows, logitRows: 1, scores: 1)
@@ -16,8 +16,6 @@ extension LlamaModel {
             throw InferenceError.outOfMemory(bytes: rows * width * 4)
         }
         for i in 0..<(rows * width) { input.pointer[i] = Float((i * 7919) % 1000) / 1000 - 0.5 }
-        let saved = Self.storedRowsLimit
-        defer { Self.storedRowsLimit = saved }
         func pass() {
             for w in weights.layers.flatMap({ [$0.qkv, $0.attentionOutput, $0.gateUp, $0.down] }) {
                 Self.linear(rows: rows, input: input.pointer, inputStride: w.inputs, weight: w, output: output.pointer,
@@ -25,7 +23,9 @@ extension LlamaModel {
             }
         }
         func time(limit: Int) -> Double {
-            Self.storedRowsLimit = limit
+            Self.withKernelRowsLimit(limit) { measure() }
+        }
+        func measure() -> Double {
             pass()
             var samples: [Double] = []
             for _ in 0..<max(runs, 1) {

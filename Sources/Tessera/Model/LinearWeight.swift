@@ -37,6 +37,8 @@ final class LinearWeight: @unchecked Sendable {
     private var interleavedBuffers: [UnsafeMutableRawPointer] = []
     /// Bytes of interleaved parts (allocated here; their mapped rows were given back).
     private(set) var interleavedBytes = 0
+    /// Whether every part is interleaved (the kernel then beats sgemm at any row count).
+    private(set) var isInterleaved = false
 
     /// A matrix held only as f32.
     init(dense: FloatBuffer, outputs: Int, inputs: Int) {
@@ -112,6 +114,7 @@ final class LinearWeight: @unchecked Sendable {
             interleavedBuffers.append(raw)
             interleavedBytes += bytes
         }
+        isInterleaved = partCount > 0 && (0..<partCount).allSatisfy { parts[$0].layout == Int32(TSR_LAYOUT_X8) }
         return true
     }
 

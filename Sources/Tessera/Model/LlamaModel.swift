@@ -25,6 +25,23 @@ public final class LlamaModel: Sendable {
     /// from 128 (556 vs 643).
     nonisolated(unsafe) public static var storedRowsLimit = 96
 
+    /// The same limit for matrices whose every part is interleaved (``WeightLayout/interleaved``)
+    /// with 8-bit activations: no limit. Measured with `tessera bench-matmul` on SmolLM2 Q4_1,
+    /// 2 threads, AVX2 (bench/RESULTS.md): the interleaved kernel is faster than dequantized tiles
+    /// + sgemm at every row count up to 512 (3.8 vs 136 ms a pass at 1 row, 80 vs 184 at 32,
+    /// 1299 vs 1665 at 512) and than sgemm over f32 copies (1604 ms at 512).
+    nonisolated(unsafe) public static var interleavedRowsLimit = Int.max
+
+    /// Sets ``storedRowsLimit`` and ``interleavedRowsLimit`` for the duration of `body` (tests and
+    /// benchmarks that force one matmul path).
+    public static func withKernelRowsLimit<T>(_ limit: Int, _ body: () throws -> T) rethrows -> T {
+        let saved = (storedRowsLimit, interleavedRowsLimit)
+        storedRowsLimit = limit
+        interleavedRowsLimit = limit
+        defer { (storedRowsLimit, interleavedRowsLimit) = saved }
+        return try body()
+    }
+
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
 
@@ -216,7 +233,8 @@ public final class LlamaModel: Sendable {
 
     /// output(rows, outputs) (+)= scale · input(rows, inputs) · weight(outputs, inputs)ᵀ.
     ///
-    /// Weights in their stored type: up to ``storedRowsLimit`` rows (and always in
+    /// Weights in their stored type: up to ``storedRowsLimit`` rows (``interleavedRowsLimit``
+    /// for interleaved matrices; always in
     /// deterministic mode) the weight-type kernel reads them in place, with 8-bit activations
     /// for block-quantized weights (``ActivationPrecision/q8``); more rows dequantize tiles of
     /// weights (or use the f32 copy) for sgemm with f32 activations, which is where compute,
@@ -232,8 +250,11 @@ public final class LlamaModel: Sendable {
             return
         }
         // Few rows (always in deterministic mode): the weight-type kernel. With an f32 copy,
-        // sgemm over it wins from a few rows on; without, dequantized tiles from more.
-        let many = !rowwise && rows > (w.dense == nil ? storedRowsLimit : fewRowsLimit)
+        // sgemm over it wins from a few rows on; without, dequantized tiles from more; for
+        // interleaved matrices with 8-bit activations, the kernel at any row count.
+        let limit = w.dense != nil ? fewRowsLimit
+            : w.isInterleaved && scratch.activations == .q8 ? interleavedRowsLimit : storedRowsLimit
+        let many = !rowwise && rows > limit
         if many, let dense = w.dense {
             denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
                         output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false)
@@ -251,8 +272,8 @@ public final class LlamaModel: Sendable {
         while start < outputs {
             let end = min(outputs, start + tileRows)
             w.dequantize(rows: start..<end, into: tile.pointer)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(end - start), Int32(inputs),
-                        scale, input, Int32(inputStride), tile.pointer, Int32(inputs), accumulate ? 1 : 0, output + start, Int32(outputStride))
+            BLAS.sgemm(CblasNoTrans, CblasTrans, m: rows, n: end - start, k: inputs, alpha: scale, a: input, lda: inputStride,
+                       b: tile.pointer, ldb: inputs, beta: accumulate ? 1 : 0, c: output + start, ldc: outputStride)
             start = end
         }
     }
@@ -263,10 +284,9 @@ public final class LlamaModel: Sendable {
                             outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
                             scale: Float = 1, rowwise: Bool = false) {
         if rows == 1 && !rowwise {
-            // One row: OpenBLAS's sgemv streams W with its own threads, a little faster than our
-            // pool's per-call synchronisation (bench/RESULTS.md, model benchmark).
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outputs), Int32(inputs), scale, weight, Int32(inputs),
-                        input, 1, accumulate ? 1 : 0, output, 1)
+            // One row: sgemv over slices of W's rows, a little faster than the few-rows kernel
+            // (bench/RESULTS.md, model benchmark).
+            BLAS.sgemv(m: outputs, n: inputs, alpha: scale, a: weight, lda: inputs, x: input, beta: accumulate ? 1 : 0, y: output)
             return
         }
         if rows <= fewRowsLimit || rowwise {
@@ -277,8 +297,8 @@ public final class LlamaModel: Sendable {
                                 output, Int64(outputStride), scale, accumulate ? 1 : 0, rowwise ? 1 : 0)
             return
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outputs), Int32(inputs),
-                    scale, input, Int32(inputStride), weight, Int32(inputs), accumulate ? 1 : 0, output, Int32(outputStride))
+        BLAS.sgemm(CblasNoTrans, CblasTrans, m: rows, n: outputs, k: inputs, alpha: scale, a: input, lda: inputStride,
+                   b: weight, ldb: inputs, beta: accumulate ? 1 : 0, c: output, ldc: outputStride)
     }
 
     /// Maximal runs of consecutive rows of one sequence at consecutive positions.
@@ -322,13 +342,11 @@ public final class LlamaModel: Sendable {
         let group = c.headCount / c.kvHeadCount
         for h in 0..<c.headCount {
             let kvHead = h / group
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(context), Int32(hd),
-                        1, qkv + first * qkvd + h * hd, Int32(qkvd), keys + kvHead * hd, Int32(kvd),
-                        0, scores, Int32(context))
+            BLAS.sgemm(CblasNoTrans, CblasTrans, m: count, n: context, k: hd, alpha: 1, a: qkv + first * qkvd + h * hd, lda: qkvd,
+                       b: keys + kvHead * hd, ldb: kvd, beta: 0, c: scores, ldc: context)
             tsr_causal_softmax_rows(scores, Int64(count), Int64(context), Int64(context), Int64(firstPosition), scale)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hd), Int32(context),
-                        1, scores, Int32(context), values + kvHead * hd, Int32(kvd),
-                        0, out + first * qd + h * hd, Int32(qd))
+            BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: count, n: hd, k: context, alpha: 1, a: scores, lda: context,
+                       b: values + kvHead * hd, ldb: kvd, beta: 0, c: out + first * qd + h * hd, ldc: qd)
         }
     }
 }

@@ -130,7 +130,8 @@ final class LlamaWeights: @unchecked Sendable {
         // f32 copies within the budget, layer matrices first (the LM head serves only the rows
         // that want logits).
         var budget = weightMemory
-        for w in layers.flatMap({ [$0.qkv, $0.attentionOutput, $0.gateUp, $0.down] }) + [lmHead] {
+        // Interleaved matrices take none: their kernel beats sgemm at every row count.
+        for w in layers.flatMap({ [$0.qkv, $0.attentionOutput, $0.gateUp, $0.down] }) + [lmHead] where !w.isInterleaved {
             let bytes = w.outputs * w.inputs * 4
             guard bytes <= budget else { continue }
             guard w.makeDense() else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: bytes)) }
