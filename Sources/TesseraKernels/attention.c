@@ -9,78 +9,143 @@ static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t
     return (int64_t)table[t / block_size] * block_size + t % block_size;
 }
 
-// One head of one query row: the unit both entry points share, so a row's result does not
-// depend on how rows and heads were split across threads. Positions go a block at a time (a
-// block's rows are contiguous in the pool); HD > 0 is a compile-time head size (the output
-// stays in registers), 0 the general case.
-#define ATTENTION_HEAD(NAME, HD) \
+// e^x for x <= 0 (softmax arguments): Cephes' expf polynomial on x - n·ln2, scaled by 2^n;
+// within 2 ulp, and written so that loops over it vectorise.
+static inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+// One unit: positions [t0, t1) of one row against kv head kvh, for each of the kv head's
+// `group` query heads: the chunk's max score m, Σ e^(s − m) and Σ e^(s − m)·v, written to
+// partials + g·part_stride as (m, l, o[head_dim]). The chunk's keys and values come from memory
+// once; the group's other heads find them in cache. HD > 0 is a compile-time head size (the
+// output accumulates in registers), 0 the general case.
+#define ATTENTION_UNIT(NAME, HD) \
 TSR_MULTIVERSION \
-static void NAME(float *out, const float *q, const float *k, const float *v, \
-                 const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride, \
-                 int64_t h, int64_t group, int64_t head_dim_, float scale, float *scratch) { \
-    const int64_t head_dim = HD > 0 ? HD : head_dim_; \
-    const float *qh = q + h * head_dim; \
-    const int64_t kvh = h / group; \
-    for (int64_t t0 = 0; t0 < n_ctx; t0 += block_size) { \
-        const int64_t n = n_ctx - t0 < block_size ? n_ctx - t0 : block_size; \
-        const float *kb = k + (int64_t)block_table[t0 / block_size] * block_size * kv_stride + kvh * head_dim; \
-        for (int64_t i = 0; i < n; i++) scratch[t0 + i] = tsr_dot(qh, kb + i * kv_stride, head_dim) * scale; \
+static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64_t t0, int64_t t1, int64_t kv_stride, \
+                 int64_t head_dim_, float scale, float *s, float *partials, int64_t part_stride) { \
+    const int64_t head_dim = HD > 0 ? HD : head_dim_, bs = it->block_size; \
+    for (int64_t g = 0; g < group; g++) { \
+        const float *qh = it->q + (kvh * group + g) * head_dim; \
+        for (int64_t t = t0; t < t1;) { \
+            const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
+            const float *kb = it->k + ((int64_t)it->block_table[t / bs] * bs + off) * kv_stride + kvh * head_dim; \
+            for (int64_t i = 0; i < n; i++) s[t - t0 + i] = tsr_dot(qh, kb + i * kv_stride, head_dim) * scale; \
+            t += n; \
+        } \
+        float m = s[0]; \
+        for (int64_t i = 1; i < t1 - t0; i++) m = s[i] > m ? s[i] : m; \
+        float l = 0; \
+        { \
+            _Pragma("clang fp reassociate(on)") \
+            for (int64_t i = 0; i < t1 - t0; i++) { s[i] = exp_nonpositive(s[i] - m); l += s[i]; } \
+        } \
+        float *part = partials + g * part_stride; \
+        float acc[HD > 0 ? HD : 1]; \
+        float *o = HD > 0 ? acc : part + 2; \
+        memset(o, 0, (size_t)head_dim * sizeof(float)); \
+        for (int64_t t = t0; t < t1;) { \
+            const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
+            const float *vb = it->v + ((int64_t)it->block_table[t / bs] * bs + off) * kv_stride + kvh * head_dim; \
+            for (int64_t i = 0; i < n; i++) tsr_axpy(o, s[t - t0 + i], vb + i * kv_stride, head_dim); \
+            t += n; \
+        } \
+        if (HD > 0) memcpy(part + 2, acc, sizeof(acc)); \
+        part[0] = m; \
+        part[1] = l; \
     } \
-    tsr_softmax(scratch, n_ctx); \
-    float acc[HD > 0 ? HD : 1]; \
-    float *o = HD > 0 ? acc : out + h * head_dim; \
-    memset(o, 0, (size_t)head_dim * sizeof(float)); \
-    for (int64_t t0 = 0; t0 < n_ctx; t0 += block_size) { \
-        const int64_t n = n_ctx - t0 < block_size ? n_ctx - t0 : block_size; \
-        const float *vb = v + (int64_t)block_table[t0 / block_size] * block_size * kv_stride + kvh * head_dim; \
-        for (int64_t i = 0; i < n; i++) tsr_axpy(o, scratch[t0 + i], vb + i * kv_stride, head_dim); \
-    } \
-    if (HD > 0) memcpy(out + h * head_dim, acc, sizeof(acc)); \
 }
-ATTENTION_HEAD(attention_head_any, 0)
-ATTENTION_HEAD(attention_head_64, 64)
-ATTENTION_HEAD(attention_head_128, 128)
-#undef ATTENTION_HEAD
+ATTENTION_UNIT(attention_unit_any, 0)
+ATTENTION_UNIT(attention_unit_64, 64)
+ATTENTION_UNIT(attention_unit_128, 128)
+#undef ATTENTION_UNIT
 
-static inline void attention_head(float *out, const float *q, const float *k, const float *v,
-                                  const int32_t *block_table, int64_t block_size, int64_t n_ctx, int64_t kv_stride,
-                                  int64_t h, int64_t group, int64_t head_dim, float scale, float *scratch) {
-    if (head_dim == 64) attention_head_64(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
-    else if (head_dim == 128) attention_head_128(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
-    else attention_head_any(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, group, head_dim, scale, scratch);
-}
+static inline int64_t chunks_of(int64_t n_ctx) { return (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK; }
 
-void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
-                       const int32_t *block_table, int64_t block_size,
-                       int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
-                       int64_t head_dim, float scale, float *scratch) {
-    for (int64_t h = 0; h < n_heads; h++)
-        attention_head(out, q, k, v, block_table, block_size, n_ctx, kv_stride, h, n_heads / n_kv_heads, head_dim, scale, scratch);
+int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t n_kv_heads,
+                                     int64_t head_dim, int64_t threads) {
+    (void)n_kv_heads;
+    return n_items * chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * TSR_ATTENTION_CHUNK;
 }
 
 typedef struct {
     const tsr_attention_item *items; int64_t n_items;
-    int64_t kv_stride, n_heads, n_kv_heads, head_dim; float scale; float *scratch; int64_t scratch_stride;
+    int64_t kv_stride, n_heads, n_kv_heads, head_dim, max_chunks; float scale;
+    float *partials; float *scores;
 } attention_job;
+
+// Partials of (item, chunk, head): (m, l, o[head_dim]).
+static inline float *partial_at(const attention_job *j, int64_t item, int64_t chunk, int64_t head) {
+    return j->partials + ((item * j->max_chunks + chunk) * j->n_heads + head) * (j->head_dim + 2);
+}
 
 static void attention_task(void *ctx, int thread, int threads) {
     const attention_job *j = (const attention_job *)ctx;
-    const int64_t units = j->n_items * j->n_heads;
-    const int64_t per = (units + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < units ? lo + per : units;
-    float *scratch = j->scratch + thread * j->scratch_stride;
-    for (int64_t u = lo; u < hi; u++) {
-        const tsr_attention_item *it = &j->items[u / j->n_heads];
-        attention_head(it->out, it->q, it->k, it->v, it->block_table, it->block_size, it->n_ctx, j->kv_stride,
-                       u % j->n_heads, j->n_heads / j->n_kv_heads, j->head_dim, j->scale, scratch);
+    int64_t total = 0;
+    for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * chunks_of(j->items[i].n_ctx);
+    const int64_t per = (total + threads - 1) / threads;
+    const int64_t lo = per * thread, hi = lo + per < total ? lo + per : total;
+    float *s = j->scores + thread * TSR_ATTENTION_CHUNK;
+    const int64_t group = j->n_heads / j->n_kv_heads;
+    int64_t first = 0;  // the first unit of item i
+    for (int64_t i = 0; i < j->n_items && first < hi; i++) {
+        const tsr_attention_item *it = &j->items[i];
+        const int64_t chunks = chunks_of(it->n_ctx), units = j->n_kv_heads * chunks;
+        for (int64_t u = lo > first ? lo - first : 0; u < units && first + u < hi; u++) {
+            const int64_t kvh = u / chunks, c = u % chunks;
+            const int64_t t0 = c * TSR_ATTENTION_CHUNK;
+            const int64_t t1 = t0 + TSR_ATTENTION_CHUNK < it->n_ctx ? t0 + TSR_ATTENTION_CHUNK : it->n_ctx;
+            float *part = partial_at(j, i, c, kvh * group);
+            const int64_t stride = j->head_dim + 2;
+            if (j->head_dim == 64) attention_unit_64(it, kvh, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
+            else if (j->head_dim == 128) attention_unit_128(it, kvh, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
+            else attention_unit_any(it, kvh, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
+        }
+        first += units;
     }
 }
 
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t scratch_stride) {
-    attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, scale, scratch, scratch_stride };
+                        float scale, float *scratch, int64_t max_ctx) {
+    const int64_t max_chunks = chunks_of(max_ctx);
+    attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, max_chunks, scale,
+                          scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2) };
     tsr_parallel(attention_task, &job);
+    // Merge each head's chunks in order: out = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c.
+    for (int64_t i = 0; i < n_items; i++) {
+        const int64_t chunks = chunks_of(items[i].n_ctx);
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *out = items[i].out + h * head_dim;
+            if (chunks == 0) { memset(out, 0, (size_t)head_dim * sizeof(float)); continue; }
+            float mx = partial_at(&job, i, 0, h)[0];
+            for (int64_t c = 1; c < chunks; c++) mx = fmaxf(mx, partial_at(&job, i, c, h)[0]);
+            const float *p0 = partial_at(&job, i, 0, h);
+            float w = expf(p0[0] - mx), l = w * p0[1];
+            for (int64_t d = 0; d < head_dim; d++) out[d] = w * p0[2 + d];
+            for (int64_t c = 1; c < chunks; c++) {
+                const float *p = partial_at(&job, i, c, h);
+                w = expf(p[0] - mx);
+                l += w * p[1];
+                for (int64_t d = 0; d < head_dim; d++) out[d] += w * p[2 + d];
+            }
+            const float inv = 1.0f / l;
+            for (int64_t d = 0; d < head_dim; d++) out[d] *= inv;
+        }
+    }
 }
 
 void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,

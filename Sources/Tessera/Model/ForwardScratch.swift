@@ -59,7 +59,7 @@ public final class ForwardScratch: @unchecked Sendable {
     private var attentionItemCapacity = 1
     private(set) var blockTables: UnsafeMutablePointer<Int32> = .allocate(capacity: 1)
     private var blockTableCapacity = 1
-    /// Per-thread score rows for tsr_attention_rows.
+    /// Scratch of tsr_attention_rows (per-thread scores, per-chunk partial softmaxes).
     private(set) var attentionScores: FloatBuffer?
     private var attentionScoreCapacity = 0
 

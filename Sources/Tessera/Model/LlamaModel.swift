@@ -137,7 +137,9 @@ public final class LlamaModel: Sendable {
             tableEntries += segment.count * caches[batch.sequences[segment.lowerBound]].blocks.count
         }
         let threads = Int(max(tsr_threads_get(), 1))
-        try scratch.reserveAttention(items: perRowItems, tableEntries: tableEntries, scores: threads * maxContext)
+        try scratch.reserveAttention(items: perRowItems, tableEntries: tableEntries,
+                                     scores: Int(tsr_attention_scratch_floats(Int64(perRowItems), Int64(maxContext), Int64(c.headCount),
+                                                                              Int64(c.kvHeadCount), Int64(c.headDimension), Int64(threads))))
         do {
             var k = 0, t = 0
             let items = scratch.attentionItems, tables = scratch.blockTables

@@ -68,17 +68,11 @@ void tsr_rope_neox(float *x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
 
 // ---- attention (attention.c) ----
 
-/// Causal attention for one query row over `n_ctx` cached positions of its own sequence.
-/// q: [n_heads * head_dim]; k, v: the layer's block storage, rows of `kv_stride` floats, head kvh
-/// at kvh*head_dim; position t is row block_table[t / block_size] * block_size + t % block_size.
-/// out: [n_heads * head_dim]; scratch: at least n_ctx floats. Grouped-query: head h reads kv head
-/// h / (n_heads / n_kv_heads).
-void tsr_attention_row(float *out, const float *q, const float *k, const float *v,
-                       const int32_t *block_table, int64_t block_size,
-                       int64_t n_ctx, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads,
-                       int64_t head_dim, float scale, float *scratch);
-/// One query row for tsr_attention_rows: its output and query, and its own sequence's layer
-/// storage (k, v as in tsr_attention_row) and block table.
+/// One query row for tsr_attention_rows: causal attention over the `n_ctx` cached positions of
+/// its own sequence. q, out: [n_heads * head_dim]; k, v: the layer's block storage, rows of
+/// `kv_stride` floats, kv head kvh at kvh*head_dim; position t is row
+/// block_table[t / block_size] * block_size + t % block_size. Grouped-query: head h reads kv
+/// head h / (n_heads / n_kv_heads).
 typedef struct {
     float *out;
     const float *q;
@@ -88,12 +82,19 @@ typedef struct {
     int64_t block_size;
     int64_t n_ctx;
 } tsr_attention_item;
-/// tsr_attention_row for many rows at once, (row, head) pairs split across the thread pool;
-/// each row's result is bitwise what tsr_attention_row gives. `scratch`: threads ×
-/// `scratch_stride` floats, `scratch_stride` at least the largest n_ctx.
+/// Positions per unit of decode attention: a row's context is cut into chunks of this many
+/// positions, each (row, kv head, chunk) a unit of work, merged in chunk order.
+enum { TSR_ATTENTION_CHUNK = 256 };
+/// Floats of scratch tsr_attention_rows needs for `n_items` rows of at most `max_ctx` positions.
+int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t n_kv_heads,
+                                     int64_t head_dim, int64_t threads);
+/// Attention for many rows at once: (row, kv head, chunk of positions) units split across the
+/// thread pool (a kv head's keys and values are read once for all its query heads), partial
+/// softmaxes merged in chunk order. A row's result does not depend on the other rows nor on the
+/// thread count. `scratch`: tsr_attention_scratch_floats(n_items, max_ctx, ...) floats.
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t scratch_stride);
+                        float scale, float *scratch, int64_t max_ctx);
 /// Copies positions 0..<n_rows of a paged sequence into contiguous rows of `row_width` floats.
 void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
                      int64_t n_rows, int64_t row_width);
