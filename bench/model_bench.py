@@ -409,10 +409,13 @@ def make_table(info: dict, results: dict, models: list[str], threads: list[int],
 
     if membw and any(bound_tokens_per_s(membw, n, sizes.get(m, {})) for m in models for n in threads):
         lines += [
-            "**Memory-bandwidth bound, batch 1** (a decode step reads every weight once; KV cache reads not counted)",
+            "**Memory-bandwidth bound, batch 1** (a decode step reads every weight once; the first bound "
+            "counts weights only, the second adds Tessera's f32 KV cache at the mean decode context, "
+            f"{args.prompt_len} + {args.gen_tokens}/2 positions)",
             "",
-            "| model | weights read per token MB | threads | read GB/s | bound tok/s | tessera tok/s | % | llama.cpp tok/s | % |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | weights read per token MB | threads | read GB/s | bound tok/s | tessera tok/s | % | llama.cpp tok/s | % "
+            "| tessera KV MB/token | bound incl. KV tok/s | tessera % |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in models:
             mb = sizes.get(m, {})
@@ -423,10 +426,14 @@ def make_table(info: dict, results: dict, models: list[str], threads: list[int],
                 row = results.get((m, n, 1), {})
                 td = med(_get(row.get("tessera"), "decode_tokens_per_s"))
                 ld = med(_get(row.get("llama.cpp"), "decode_tokens_per_s"))
+                kv_pos = _get(row.get("tessera"), "kv_bytes_per_position")
+                kv = kv_pos * (args.prompt_len + args.gen_tokens / 2) if kv_pos else None
+                bound_kv = bandwidth_gbps(membw, n) * 1e9 / (mb["per_token_bytes"] + kv) if kv else None
                 lines.append(f"| {model_label(m)} | {mb['per_token_bytes'] / 1e6:.1f} | {n} | "
                              f"{bandwidth_gbps(membw, n):.1f} | {bound:.1f} | "
                              f"{f'{td:.1f}' if td else '—'} | {fmt_pct(td, bound)} | "
-                             f"{f'{ld:.1f}' if ld else '—'} | {fmt_pct(ld, bound)} |")
+                             f"{f'{ld:.1f}' if ld else '—'} | {fmt_pct(ld, bound)} | "
+                             f"{f'{kv / 1e6:.1f}' if kv else '—'} | {f'{bound_kv:.1f}' if bound_kv else '—'} | {fmt_pct(td, bound_kv)} |")
         lines.append("")
 
     notes = []

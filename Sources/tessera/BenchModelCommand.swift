@@ -34,6 +34,8 @@ struct BenchModelCommand: AsyncParsableCommand {
         let prefill_tokens_per_s: [Double]
         let decode_tokens_per_s: [Double]
         let peak_rss_bytes: Int
+        /// KV-cache bytes one decode step reads per cached position (f32 keys and values).
+        let kv_bytes_per_position: Int
         let system_info: String
     }
 
@@ -70,7 +72,9 @@ struct BenchModelCommand: AsyncParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let output = Output(threads: ComputeThreads.current, batch: batch, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
-                                peak_rss_bytes: Int(usage.ru_maxrss) * 1024, system_info: ComputeThreads.report)
+                                peak_rss_bytes: Int(usage.ru_maxrss) * 1024,
+                                kv_bytes_per_position: KVBlockPool.bytesPerBlock(config: bundle.model.config, blockSize: 1),
+                                system_info: ComputeThreads.report)
             if json {
                 try printJSON(output)
             } else {
