@@ -17,7 +17,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "A GGUF file or a Hugging Face model directory. Default: SmolLM2-135M-Instruct, fetched on first use.")
     var model: String?
 
-    @Option(help: "Compute threads (OpenBLAS included). Default: all cores.")
+    @Option(help: "Compute threads (OpenBLAS runs single-threaded inside them). Default: all cores.")
     var threads: Int?
 
     @Option(help: "A LoRA adapter: a PEFT directory or a llama.cpp GGUF LoRA file.")

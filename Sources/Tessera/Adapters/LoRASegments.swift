@@ -83,7 +83,7 @@ struct LoRASegments {
         }
         if fusedCount > 0 {
             tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(inputs),
-                              output, Int64(outputStride), Int64(outputs), shrunk)
+                              output, Int64(outputStride), Int64(outputs))
         }
     }
 }

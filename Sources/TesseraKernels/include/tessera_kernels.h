@@ -114,11 +114,12 @@ typedef struct {
     int64_t row_begin, row_end;
 } tsr_lora_segment;
 
-/// y[row] += scale · (x[row] · Aᵀ) · Bᵀ for every row of every segment; `shrunk` holds at least
-/// max rank floats. Rows of different segments never touch each other's output.
+/// y[row] += scale · (x[row] · Aᵀ) · Bᵀ for every row of every segment, rows split across the
+/// thread pool. Rows of different segments never touch each other's output, and a row's result
+/// does not depend on the other rows nor on the thread count.
 void tsr_lora_segments(const tsr_lora_segment *segments, int64_t segment_count,
                        const float *x, int64_t x_stride, int64_t inputs,
-                       float *y, int64_t y_stride, int64_t outputs, float *shrunk);
+                       float *y, int64_t y_stride, int64_t outputs);
 
 // ---- threads (threads.c) and few-row matmul (matmul.c) ----
 
