@@ -18,18 +18,18 @@ public final class LlamaModel: Sendable {
     /// `tessera bench-lora` / `bench-engine`, see bench/RESULTS.md).
     nonisolated(unsafe) public static var fewRowsLimit = 16
 
-    /// Up to this many rows, weights kept in their stored type are read in place by the
+    /// Up to this many rows, weights kept in their stored layout are read in place by the
     /// weight-type kernel; above, tiles are dequantized for sgemm. Measured with `tessera
-    /// bench-matmul` on SmolLM2 Q4_1, 2 threads, AVX2 (bench/RESULTS.md): the kernel is faster
-    /// up to 96 rows (7 vs 102 ms a pass at 1 row, 163 vs 189 at 32, 479 vs 587 at 96), tiles
-    /// from 128 (556 vs 643).
-    nonisolated(unsafe) public static var storedRowsLimit = 96
+    /// bench-matmul --weight-layout stored` on SmolLM2 Q4_1, 2 threads, AVX2 (bench/RESULTS.md):
+    /// the kernel is faster up to 32 rows (7.0 vs 60 ms a pass at 1 row, 165 vs 182 at 32), tiles
+    /// from 64 (298 vs 330).
+    nonisolated(unsafe) public static var storedRowsLimit = 48
 
     /// The same limit for matrices whose every part is interleaved (``WeightLayout/interleaved``)
-    /// with 8-bit activations: no limit. Measured with `tessera bench-matmul` on SmolLM2 Q4_1,
-    /// 2 threads, AVX2 (bench/RESULTS.md): the interleaved kernel is faster than dequantized tiles
-    /// + sgemm at every row count up to 512 (3.8 vs 136 ms a pass at 1 row, 80 vs 184 at 32,
-    /// 1299 vs 1665 at 512) and than sgemm over f32 copies (1604 ms at 512).
+    /// with 8-bit activations: none. Measured with `tessera bench-matmul` on SmolLM2 Q4_1, 2
+    /// threads, AVX2 (bench/RESULTS.md): the interleaved kernel is faster than dequantized tiles +
+    /// sgemm at every row count up to 512 (3.9 vs 68 ms a pass at 1 row, 84 vs 186 at 32, 1307
+    /// vs 1621 at 512), and than sgemm over f32 copies (about 1600 ms at 512).
     nonisolated(unsafe) public static var interleavedRowsLimit = Int.max
 
     /// Sets ``storedRowsLimit`` and ``interleavedRowsLimit`` for the duration of `body` (tests and
