@@ -9,25 +9,6 @@ static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t
     return (int64_t)table[t / block_size] * block_size + t % block_size;
 }
 
-// e^x for x <= 0 (softmax arguments): Cephes' expf polynomial on x - n·ln2, scaled by 2^n;
-// within 2 ulp, and written so that loops over it vectorise.
-static inline float exp_nonpositive(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
 // One unit: positions [t0, t1) of one row against kv head kvh, for each of the kv head's
 // `group` query heads: the chunk's max score m, Σ e^(s − m) and Σ e^(s − m)·v, written to
 // partials + g·part_stride as (m, l, o[head_dim]). The chunk's keys and values come from memory
@@ -51,7 +32,7 @@ static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64
         float l = 0; \
         { \
             _Pragma("clang fp reassociate(on)") \
-            for (int64_t i = 0; i < t1 - t0; i++) { s[i] = exp_nonpositive(s[i] - m); l += s[i]; } \
+            for (int64_t i = 0; i < t1 - t0; i++) { s[i] = tsr_exp_nonpositive(s[i] - m); l += s[i]; } \
         } \
         float *part = partials + g * part_stride; \
         float acc[HD > 0 ? HD : 1]; \

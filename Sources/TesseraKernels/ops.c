@@ -3,8 +3,11 @@
 #include "simd.h"
 #include <math.h>
 
+// Batches of at least this many rows split their rows across the pool.
+#define PARALLEL_MIN_ROWS 4
+
 TSR_MULTIVERSION
-void tsr_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps) {
+static void rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps) {
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *o = out + r * n;
@@ -17,17 +20,46 @@ void tsr_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t r
     }
 }
 
+// SiLU(gate) · up, the sigmoid from e^(−|v|) so that the loop vectorises.
 TSR_MULTIVERSION
-void tsr_silu_mul_rows(float *gate, int64_t gate_stride, const float *up, int64_t up_stride,
-                       int64_t rows, int64_t n) {
+static void silu_mul_rows(float *gate, int64_t gate_stride, const float *up, int64_t up_stride, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; r++) {
         float *g = gate + r * gate_stride;
         const float *u = up + r * up_stride;
         for (int64_t i = 0; i < n; i++) {
             const float v = g[i];
-            g[i] = (v / (1.0f + expf(-v))) * u[i];
+            const float e = tsr_exp_nonpositive(v < 0 ? v : -v);
+            const float sigmoid = (v < 0 ? e : 1.0f) / (1.0f + e);
+            g[i] = v * sigmoid * u[i];
         }
     }
+}
+
+typedef struct {
+    int kind;  // 0 rmsnorm, 1 silu·mul
+    float *out; const float *x; const float *weight; int64_t x_stride, out_stride, rows, n; float eps;
+} rows_job;
+
+static void rows_task(void *ctx, int thread, int threads) {
+    const rows_job *j = (const rows_job *)ctx;
+    const int64_t per = (j->rows + threads - 1) / threads;
+    const int64_t lo = per * thread, hi = lo + per < j->rows ? lo + per : j->rows;
+    if (lo >= hi) return;
+    if (j->kind == 0) rmsnorm_rows(j->out + lo * j->n, j->x + lo * j->n, j->weight, hi - lo, j->n, j->eps);
+    else silu_mul_rows(j->out + lo * j->out_stride, j->out_stride, j->x + lo * j->x_stride, j->x_stride, hi - lo, j->n);
+}
+
+void tsr_rmsnorm_rows(float *out, const float *x, const float *weight, int64_t rows, int64_t n, float eps) {
+    if (rows < PARALLEL_MIN_ROWS) { rmsnorm_rows(out, x, weight, rows, n, eps); return; }
+    rows_job job = { 0, out, x, weight, n, n, rows, n, eps };
+    tsr_parallel(rows_task, &job);
+}
+
+void tsr_silu_mul_rows(float *gate, int64_t gate_stride, const float *up, int64_t up_stride,
+                       int64_t rows, int64_t n) {
+    if (rows < PARALLEL_MIN_ROWS) { silu_mul_rows(gate, gate_stride, up, up_stride, rows, n); return; }
+    rows_job job = { 1, gate, up, NULL, up_stride, gate_stride, rows, n, 0 };
+    tsr_parallel(rows_task, &job);
 }
 
 TSR_MULTIVERSION

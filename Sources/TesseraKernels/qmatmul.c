@@ -174,7 +174,7 @@ int tsr_qmatmul_best(void) {
 // ---- activation quantization ----
 
 TSR_MULTIVERSION
-void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
+static void quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
     const int64_t nb = inputs / 32;
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * x_stride;
@@ -194,6 +194,21 @@ void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_
             o->s = d * (float)sum;
         }
     }
+}
+
+typedef struct { const float *x; int64_t x_stride, rows, inputs; tsr_q8_block *out; } quantize_job;
+
+static void quantize_task(void *ctx, int thread, int threads) {
+    const quantize_job *j = (const quantize_job *)ctx;
+    const int64_t per = (j->rows + threads - 1) / threads;
+    const int64_t lo = per * thread, hi = lo + per < j->rows ? lo + per : j->rows;
+    if (lo < hi) quantize_q8_rows(j->x + lo * j->x_stride, j->x_stride, hi - lo, j->inputs, j->out + lo * (j->inputs / 32));
+}
+
+void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
+    if (rows < 4) { quantize_q8_rows(x, x_stride, rows, inputs, out); return; }  // rows split across the pool from 4
+    quantize_job job = { x, x_stride, rows, inputs, out };
+    tsr_parallel(quantize_task, &job);
 }
 
 // ---- the call ----

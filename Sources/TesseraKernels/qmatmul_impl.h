@@ -419,12 +419,25 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
 #endif
         }
         const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
         for (int r = 0; r < NR; r++) {
             const tsr_q8_block *ab = a + r * a_stride + b;
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(ab->d)), acc[r]);
-            if (type != TSR_GGML_Q8_0) accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(ab->s), accm[r]);
+        }
+        if (NR == 1 && type != TSR_GGML_Q8_0) {
+            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                    : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
+            accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(a[b].s), accm[0]);
+        }
+    }
+    // Several rows: the offsets (Q4_1's minimums, Q4_0's −8·d) against the activation sums in a
+    // second pass over the group's blocks (in L1 by now), for fewer live registers above. The
+    // same operations in the same order as one row's inline ones: a row's bits do not change.
+    if (NR > 1 && type != TSR_GGML_Q8_0) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + b * gb;
+            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                    : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
+            for (int r = 0; r < NR; r++) accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(a[r * a_stride + b].s), accm[r]);
         }
     }
     for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
