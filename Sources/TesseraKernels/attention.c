@@ -56,9 +56,7 @@ ATTENTION_UNIT(attention_unit_128, 128)
 
 static inline int64_t chunks_of(int64_t n_ctx) { return (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK; }
 
-int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t n_kv_heads,
-                                     int64_t head_dim, int64_t threads) {
-    (void)n_kv_heads;
+int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t head_dim, int64_t threads) {
     return n_items * chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * TSR_ATTENTION_CHUNK;
 }
 
@@ -77,8 +75,8 @@ static void attention_task(void *ctx, int thread, int threads) {
     const attention_job *j = (const attention_job *)ctx;
     int64_t total = 0;
     for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * chunks_of(j->items[i].n_ctx);
-    const int64_t per = (total + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < total ? lo + per : total;
+    int64_t lo, hi;
+    tsr_thread_share(total, thread, threads, &lo, &hi);
     float *s = j->scores + thread * TSR_ATTENTION_CHUNK;
     const int64_t group = j->n_heads / j->n_kv_heads;
     int64_t first = 0;  // the first unit of item i

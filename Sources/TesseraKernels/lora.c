@@ -27,8 +27,8 @@ static void lora_task(void *ctx, int thread, int threads) {
     const lora_job *j = (const lora_job *)ctx;
     int64_t total = 0;
     for (int64_t s = 0; s < j->segment_count; s++) total += j->segments[s].row_end - j->segments[s].row_begin;
-    const int64_t per = (total + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < total ? lo + per : total;
+    int64_t lo, hi;
+    tsr_thread_share(total, thread, threads, &lo, &hi);
     int64_t first = 0;  // the flattened index of segment s's first row
     for (int64_t s = 0; s < j->segment_count && first < hi; s++) {
         const tsr_lora_segment *g = &j->segments[s];

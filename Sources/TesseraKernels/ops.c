@@ -42,8 +42,8 @@ typedef struct {
 
 static void rows_task(void *ctx, int thread, int threads) {
     const rows_job *j = (const rows_job *)ctx;
-    const int64_t per = (j->rows + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < j->rows ? lo + per : j->rows;
+    int64_t lo, hi;
+    tsr_thread_share(j->rows, thread, threads, &lo, &hi);
     if (lo >= hi) return;
     if (j->kind == 0) rmsnorm_rows(j->out + lo * j->n, j->x + lo * j->n, j->weight, hi - lo, j->n, j->eps);
     else silu_mul_rows(j->out + lo * j->out_stride, j->out_stride, j->x + lo * j->x_stride, j->x_stride, hi - lo, j->n);

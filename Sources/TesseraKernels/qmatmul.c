@@ -30,7 +30,7 @@ int tsr_type_is_quantized(int t) {
 // vector k's low nibbles are weights 4k..4k+3 and its high nibbles 16+4k..16+4k+3, so one AND
 // or shift gives 8 rows' weights against one broadcast 4-byte piece of the activations.
 
-int64_t tsr_x8_group_block_bytes(int t) {
+static inline int64_t x8_block_bytes(int t) {
     switch (t) {
     case TSR_GGML_Q4_0: return 16 + 128;
     case TSR_GGML_Q4_1: return 32 + 128;
@@ -38,6 +38,8 @@ int64_t tsr_x8_group_block_bytes(int t) {
     default: return 0;
     }
 }
+
+int64_t tsr_x8_group_block_bytes(int t) { return x8_block_bytes(t); }
 
 // Offset of the quants within a group's block, and the stored block's layout.
 static inline int64_t x8_quants_offset(int t) { return t == TSR_GGML_Q4_1 ? 32 : 16; }
@@ -52,8 +54,8 @@ static void pack_task(void *ctx, int thread, int threads) {
     const int t = p->type;
     const int64_t nb = j->inputs / 32, gb = tsr_x8_group_block_bytes(t), bb = tsr_type_block_bytes(t);
     const int64_t qo = x8_quants_offset(t), so = stored_quants_offset(t), qb = quant_bytes(t);
-    const int64_t per = (p->rows + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < p->rows ? lo + per : p->rows;
+    int64_t lo, hi;
+    tsr_thread_share(p->rows, thread, threads, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) {
         const int64_t out = p->row_map ? p->row_map[g] : g;
         const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes;
@@ -200,8 +202,8 @@ typedef struct { const float *x; int64_t x_stride, rows, inputs; tsr_q8_block *o
 
 static void quantize_task(void *ctx, int thread, int threads) {
     const quantize_job *j = (const quantize_job *)ctx;
-    const int64_t per = (j->rows + threads - 1) / threads;
-    const int64_t lo = per * thread, hi = lo + per < j->rows ? lo + per : j->rows;
+    int64_t lo, hi;
+    tsr_thread_share(j->rows, thread, threads, &lo, &hi);
     if (lo < hi) quantize_q8_rows(j->x + lo * j->x_stride, j->x_stride, hi - lo, j->inputs, j->out + lo * (j->inputs / 32));
 }
 

@@ -364,8 +364,7 @@ QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
 #endif
 QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
                                                                         const tsr_q8_block *a, int64_t a_stride, const int NR, __m256 *out) {
-    const int64_t gb = type == TSR_GGML_Q4_1 ? 160 : type == TSR_GGML_Q4_0 ? 144 : 272;
-    const int64_t qo = type == TSR_GGML_Q4_1 ? 32 : 16;
+    const int64_t gb = x8_block_bytes(type), qo = x8_quants_offset(type);
     const __m256i m4 = _mm256_set1_epi8(15);
 #if QSIMD == 1
     const __m256i ones = _mm256_set1_epi16(1);
@@ -447,7 +446,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
 // outside [g0, g1) are computed and dropped.
 #define QX8_SPAN(T, NAME) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
-    const int64_t nb = j->inputs / 32, gbytes = nb * tsr_x8_group_block_bytes(T); \
+    const int64_t nb = j->inputs / 32, gbytes = nb * x8_block_bytes(T); \
     const __m256 alpha = _mm256_set1_ps(j->alpha); \
     for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
         const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \

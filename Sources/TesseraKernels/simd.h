@@ -30,6 +30,13 @@ static inline void tsr_axpy(float *y, float a, const float *x, int64_t n) {
 #pragma clang fp contract(fast)
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
+// Thread `thread`'s share [*lo, *hi) of `total` items split in equal contiguous parts.
+static inline void tsr_thread_share(int64_t total, int thread, int threads, int64_t *lo, int64_t *hi) {
+    const int64_t per = (total + threads - 1) / threads;
+    *lo = per * thread < total ? per * thread : total;
+    *hi = *lo + per < total ? *lo + per : total;
+}
+
 // Q4_K packs 8 pairs of 6-bit (scale, min) in 12 bytes.
 static inline void tsr_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {

@@ -36,6 +36,8 @@ public enum ComputeThreads {
 /// OpenBLAS on a slice of the output (rows when there are more rows than columns, else
 /// columns). A slice's result is what one call would give for those rows or columns.
 public enum BLAS {
+    /// One product: C(m, n) = alpha · op(A) · op(B) + beta · C, or with `gemv`, y = C (m rows of
+    /// one column) = alpha · A(m, k) · x + beta · y, x = B.
     private struct Gemm {
         var transA: CBLAS_TRANSPOSE, transB: CBLAS_TRANSPOSE
         var m: Int, n: Int, k: Int
@@ -44,6 +46,7 @@ public enum BLAS {
         var b: UnsafePointer<Float>, ldb: Int
         var beta: Float
         var c: UnsafeMutablePointer<Float>, ldc: Int
+        var gemv = false
     }
 
     /// Below this many multiply-adds a call stays on the calling thread.
@@ -53,12 +56,24 @@ public enum BLAS {
     public static func sgemm(_ transA: CBLAS_TRANSPOSE, _ transB: CBLAS_TRANSPOSE, m: Int, n: Int, k: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        guard m > 0, n > 0 else { return }
-        var job = Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-        if tsr_threads_get() <= 1 || m * n * k < parallelMinimumWork {
-            gemmSlice(job, lo: 0, hi: max(m, n))
+        run(Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc))
+    }
+
+    /// y(m) = alpha · A(m, n) · x + beta · y, A row-major: rows of A split across the pool
+    /// (sgemv, not sgemm with one row: OpenBLAS 0.3.21 packs all of A for that).
+    public static func sgemv(m: Int, n: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
+                             beta: Float, y: UnsafeMutablePointer<Float>) {
+        run(Gemm(transA: CblasNoTrans, transB: CblasNoTrans, m: m, n: 1, k: n, alpha: alpha, a: a, lda: lda, b: x, ldb: 1,
+                 beta: beta, c: y, ldc: 1, gemv: true))
+    }
+
+    private static func run(_ job: Gemm) {
+        guard job.m > 0, job.n > 0 else { return }
+        if tsr_threads_get() <= 1 || job.m * job.n * job.k < parallelMinimumWork {
+            slice(job, lo: 0, hi: max(job.m, job.n))
             return
         }
+        var job = job
         withUnsafeMutablePointer(to: &job) { p in
             tsr_parallel({ ctx, thread, threads in
                 guard let job = ctx?.assumingMemoryBound(to: Gemm.self).pointee else { return }
@@ -66,14 +81,16 @@ public enum BLAS {
                 // Slices of 16 (whole vectors for OpenBLAS's kernels).
                 let per = ((total + Int(threads) - 1) / Int(threads) + 15) / 16 * 16
                 let lo = per * Int(thread), hi = min(total, lo + per)
-                if lo < hi { BLAS.gemmSlice(job, lo: lo, hi: hi) }
+                if lo < hi { BLAS.slice(job, lo: lo, hi: hi) }
             }, p)
         }
     }
 
     /// Rows [lo, hi) of C when m >= n, else columns [lo, hi).
-    private static func gemmSlice(_ j: Gemm, lo: Int, hi: Int) {
-        if j.m >= j.n {
+    private static func slice(_ j: Gemm, lo: Int, hi: Int) {
+        if j.gemv {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(hi - lo), Int32(j.k), j.alpha, j.a + lo * j.lda, Int32(j.lda), j.b, 1, j.beta, j.c + lo, 1)
+        } else if j.m >= j.n {
             let a = j.transA == CblasNoTrans ? j.a + lo * j.lda : j.a + lo
             cblas_sgemm(CblasRowMajor, j.transA, j.transB, Int32(hi - lo), Int32(j.n), Int32(j.k), j.alpha, a, Int32(j.lda),
                         j.b, Int32(j.ldb), j.beta, j.c + lo * j.ldc, Int32(j.ldc))
@@ -82,32 +99,6 @@ public enum BLAS {
             cblas_sgemm(CblasRowMajor, j.transA, j.transB, Int32(j.m), Int32(hi - lo), Int32(j.k), j.alpha, j.a, Int32(j.lda),
                         b, Int32(j.ldb), j.beta, j.c + lo, Int32(j.ldc))
         }
-    }
-
-    /// y(m) = alpha · A(m, n) · x + beta · y, A row-major: rows of A split across the pool
-    /// (sgemv, not sgemm with one row: OpenBLAS 0.3.21 packs all of A for that).
-    public static func sgemv(m: Int, n: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
-                             beta: Float, y: UnsafeMutablePointer<Float>) {
-        guard m > 0 else { return }
-        // As a Gemm job: C = y (m rows of one column), A = A, B = x.
-        var job = Gemm(transA: CblasNoTrans, transB: CblasNoTrans, m: m, n: 1, k: n, alpha: alpha, a: a, lda: lda, b: x, ldb: 1,
-                       beta: beta, c: y, ldc: 1)
-        if tsr_threads_get() <= 1 || m * n < parallelMinimumWork {
-            gemvSlice(job, lo: 0, hi: m)
-            return
-        }
-        withUnsafeMutablePointer(to: &job) { p in
-            tsr_parallel({ ctx, thread, threads in
-                guard let job = ctx?.assumingMemoryBound(to: Gemm.self).pointee else { return }
-                let per = ((job.m + Int(threads) - 1) / Int(threads) + 15) / 16 * 16
-                let lo = per * Int(thread), hi = min(job.m, lo + per)
-                if lo < hi { BLAS.gemvSlice(job, lo: lo, hi: hi) }
-            }, p)
-        }
-    }
-
-    private static func gemvSlice(_ j: Gemm, lo: Int, hi: Int) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(hi - lo), Int32(j.k), j.alpha, j.a + lo * j.lda, Int32(j.lda), j.b, 1, j.beta, j.c + lo, 1)
     }
 }
 

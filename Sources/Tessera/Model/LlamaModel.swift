@@ -139,7 +139,7 @@ public final class LlamaModel: Sendable {
         let threads = Int(max(tsr_threads_get(), 1))
         try scratch.reserveAttention(items: perRowItems, tableEntries: tableEntries,
                                      scores: Int(tsr_attention_scratch_floats(Int64(perRowItems), Int64(maxContext), Int64(c.headCount),
-                                                                              Int64(c.kvHeadCount), Int64(c.headDimension), Int64(threads))))
+                                                                              Int64(c.headDimension), Int64(threads))))
         do {
             var k = 0, t = 0
             let items = scratch.attentionItems, tables = scratch.blockTables

@@ -86,8 +86,7 @@ typedef struct {
 /// positions, each (row, kv head, chunk) a unit of work, merged in chunk order.
 enum { TSR_ATTENTION_CHUNK = 256 };
 /// Floats of scratch tsr_attention_rows needs for `n_items` rows of at most `max_ctx` positions.
-int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t n_kv_heads,
-                                     int64_t head_dim, int64_t threads);
+int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t head_dim, int64_t threads);
 /// Attention for many rows at once: (row, kv head, chunk of positions) units split across the
 /// thread pool (a kv head's keys and values are read once for all its query heads), partial
 /// softmaxes merged in chunk order. A row's result does not depend on the other rows nor on the
