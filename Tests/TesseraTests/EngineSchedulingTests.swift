@@ -27,16 +27,13 @@ final class EngineSchedulingTests: XCTestCase {
         let engine = try Engine(model: model, tokenizer: nil, configuration: config)
         let order = Protected([String]())
         let prompt: [Int32] = Array(1...8)
+        // Submitted here, in order (submit enqueues at once): the whole heavy backlog is queued
+        // before the light requests arrive however fast the machine drains it.
+        let heavy = (0..<30).map { _ in engine.submit(request("heavy", prompt)) }
+        let light = (0..<3).map { _ in engine.submit(request("light", prompt)) }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<30 {
-                let r = request("heavy", prompt)
-                group.addTask { _ = await EngineTests.collect(engine.submit(r)); order.withLock { $0.append("heavy") } }
-            }
-            try await Task.sleep(nanoseconds: 20_000_000)
-            for _ in 0..<3 {
-                let r = request("light", prompt)
-                group.addTask { _ = await EngineTests.collect(engine.submit(r)); order.withLock { $0.append("light") } }
-            }
+            for stream in heavy { group.addTask { _ = await EngineTests.collect(stream); order.withLock { $0.append("heavy") } } }
+            for stream in light { group.addTask { _ = await EngineTests.collect(stream); order.withLock { $0.append("light") } } }
             try await group.waitForAll()
         }
         let finished = order.withLock { $0 }
