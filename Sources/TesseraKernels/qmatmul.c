@@ -111,6 +111,8 @@ typedef struct {
     const tsr_weight_part *parts; int64_t n_parts; int64_t outputs; int64_t inputs;
     const tsr_q8_block *xq; const float *x; int64_t x_stride; int64_t rows;
     float *y; int64_t y_stride; float alpha; int accumulate;
+    const tsr_q8_block *xq_lo;  // the activations' 8-bit residuals (tsr_quantize_q8x2_rows), or NULL
+    int lo_pass;                // the residual pass of stored-layout quantized parts only
 } qmatmul_job;
 
 // ---- variants ----
@@ -175,8 +177,11 @@ int tsr_qmatmul_best(void) {
 
 // ---- activation quantization ----
 
+// One level: q = round(x/d), d = amax/127. Two levels (lo not NULL): also the residual in units
+// of d/256, r = round((x/d − q)·256) clamped to ±127: x ≈ d·q + (d/256)·r within d/512 (+ rounding).
+// The first level is the same either way.
 TSR_MULTIVERSION
-static void quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
+static void quantize_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out, tsr_q8_block *lo) {
     const int64_t nb = inputs / 32;
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * x_stride;
@@ -194,28 +199,56 @@ static void quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int
             }
             o->d = d;
             o->s = d * (float)sum;
+            if (!lo) continue;
+            tsr_q8_block *l = lo + r * nb + b;
+            int32_t sum_lo = 0;
+            for (int j = 0; j < 32; j++) {
+                const float u = v[j] * id;
+                float e = nearbyintf((u - (float)o->q[j]) * 256.0f);
+                e = e > 127.0f ? 127.0f : e < -127.0f ? -127.0f : e;
+                l->q[j] = (int8_t)e;
+                sum_lo += (int32_t)e;
+            }
+            l->d = d * (1.0f / 256.0f);
+            l->s = l->d * (float)sum_lo;
         }
     }
 }
 
-typedef struct { const float *x; int64_t x_stride, rows, inputs; tsr_q8_block *out; } quantize_job;
+typedef struct { const float *x; int64_t x_stride, rows, inputs; tsr_q8_block *out, *lo; } quantize_job;
 
 static void quantize_task(void *ctx, int thread, int threads) {
     const quantize_job *j = (const quantize_job *)ctx;
     int64_t lo, hi;
     tsr_thread_share(j->rows, thread, threads, &lo, &hi);
-    if (lo < hi) quantize_q8_rows(j->x + lo * j->x_stride, j->x_stride, hi - lo, j->inputs, j->out + lo * (j->inputs / 32));
+    if (lo >= hi) return;
+    const int64_t nb = j->inputs / 32;
+    quantize_rows(j->x + lo * j->x_stride, j->x_stride, hi - lo, j->inputs, j->out + lo * nb, j->lo ? j->lo + lo * nb : NULL);
 }
 
 void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out) {
-    if (rows < 4) { quantize_q8_rows(x, x_stride, rows, inputs, out); return; }  // rows split across the pool from 4
-    quantize_job job = { x, x_stride, rows, inputs, out };
+    tsr_quantize_q8x2_rows(x, x_stride, rows, inputs, out, NULL);
+}
+
+void tsr_quantize_q8x2_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out, tsr_q8_block *lo) {
+    if (rows < 4) { quantize_rows(x, x_stride, rows, inputs, out, lo); return; }  // rows split across the pool from 4
+    quantize_job job = { x, x_stride, rows, inputs, out, lo };
     tsr_parallel(quantize_task, &job);
 }
 
 // ---- the call ----
 
 typedef struct { const qmatmul_job *job; int impl; } qmatmul_task_ctx;
+
+static void qmatmul_run(const qmatmul_job *j, int impl, int64_t begin, int64_t end) {
+    switch (impl) {
+#ifdef TSR_HAVE_X86_VARIANTS
+    case TSR_QIMPL_AVX2: qmatmul_range_avx2(j, begin, end); break;
+    case TSR_QIMPL_AVX512VNNI: qmatmul_range_vnni(j, begin, end); break;
+#endif
+    default: qmatmul_range_scalar(j, begin, end); break;
+    }
+}
 
 static void qmatmul_task(void *ctx, int thread, int threads) {
     const qmatmul_task_ctx *t = (const qmatmul_task_ctx *)ctx;
@@ -225,18 +258,29 @@ static void qmatmul_task(void *ctx, int thread, int threads) {
     const int64_t begin = per * thread;
     const int64_t end = begin + per < j->outputs ? begin + per : j->outputs;
     if (begin >= end) return;
-    switch (t->impl) {
-#ifdef TSR_HAVE_X86_VARIANTS
-    case TSR_QIMPL_AVX2: qmatmul_range_avx2(j, begin, end); break;
-    case TSR_QIMPL_AVX512VNNI: qmatmul_range_vnni(j, begin, end); break;
-#endif
-    default: qmatmul_range_scalar(j, begin, end); break;
+    qmatmul_run(j, t->impl, begin, end);
+    if (j->xq_lo != NULL) {
+        // Interleaved parts took the residuals in the same pass over their weights; the
+        // stored-layout kernels add them in a second pass (the same rows, still this thread's).
+        qmatmul_job lo = *j;
+        lo.xq = j->xq_lo;
+        lo.xq_lo = NULL;
+        lo.accumulate = 1;
+        lo.lo_pass = 1;
+        qmatmul_run(&lo, t->impl, begin, end);
     }
 }
 
 tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                        const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
                        float *y, int64_t y_stride, float alpha, int accumulate, int impl) {
+    return tsr_qmatmul_x2(parts, n_parts, inputs, xq, NULL, x, x_stride, rows, y, y_stride, alpha, accumulate, impl);
+}
+
+tsr_status tsr_qmatmul_x2(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                          const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x, int64_t x_stride, int64_t rows,
+                          float *y, int64_t y_stride, float alpha, int accumulate, int impl) {
+    if (xq == NULL) xq_lo = NULL;
     int64_t outputs = 0;
     for (int64_t i = 0; i < n_parts; i++) {
         const int t = parts[i].type;
@@ -250,7 +294,7 @@ tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t in
         outputs += parts[i].rows;
     }
     if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
-    qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, x_stride, rows, y, y_stride, alpha, accumulate };
+    qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, x_stride, rows, y, y_stride, alpha, accumulate, xq_lo, 0 };
     qmatmul_task_ctx ctx = { &job, impl };
     tsr_parallel(qmatmul_task, &ctx);
     return TSR_OK;

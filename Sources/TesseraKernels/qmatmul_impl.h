@@ -363,7 +363,8 @@ QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
 #define QX8_PREFETCH 1024
 #endif
 QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
-                                                                        const tsr_q8_block *a, int64_t a_stride, const int NR, __m256 *out) {
+                                                                        const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                        const int NR, const int TWO, __m256 *out) {
     const int64_t gb = x8_block_bytes(type), qo = x8_quants_offset(type);
     const __m256i m4 = _mm256_set1_epi8(15);
 #if QSIMD == 1
@@ -374,9 +375,11 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *p = grp + b * gb, *qs = p + qo;
         for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
-        __m256i s32[4];
+        // s32: the 8-bit values' integer sums; t32 (TWO): the residuals', combined exactly as
+        // 256·s32 + t32 (the residual's scale is the block's / 256).
+        __m256i s32[4], t32[4];
         if (type == TSR_GGML_Q8_0) {
-            for (int r = 0; r < 4; r++) s32[r] = _mm256_setzero_si256();
+            for (int r = 0; r < 4; r++) s32[r] = t32[r] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
                 const __m256i u = _mm256_sign_epi8(w, w);
@@ -389,14 +392,23 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
 #else
                     s32[r] = _mm256_dpbusd_epi32(s32[r], u, q);
 #endif
+                    if (TWO) {
+                        memcpy(&piece, alo[r * a_stride + b].q + 4 * k, 4);
+                        const __m256i q2 = _mm256_sign_epi8(_mm256_set1_epi32(piece), w);
+#if QSIMD == 1
+                        t32[r] = _mm256_add_epi32(t32[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, q2), ones));
+#else
+                        t32[r] = _mm256_dpbusd_epi32(t32[r], u, q2);
+#endif
+                    }
                 }
             }
         } else {
 #if QSIMD == 1
-            __m256i s16[4];
-            for (int r = 0; r < 4; r++) s16[r] = _mm256_setzero_si256();
+            __m256i s16[4], t16[4];
+            for (int r = 0; r < 4; r++) s16[r] = t16[r] = _mm256_setzero_si256();
 #else
-            for (int r = 0; r < 4; r++) s32[r] = _mm256_setzero_si256();
+            for (int r = 0; r < 4; r++) s32[r] = t32[r] = _mm256_setzero_si256();
 #endif
             for (int k = 0; k < 4; k++) {
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
@@ -411,21 +423,35 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
 #else
                     s32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
 #endif
+                    if (TWO) {
+                        memcpy(&plo, alo[r * a_stride + b].q + 4 * k, 4);
+                        memcpy(&phi, alo[r * a_stride + b].q + 16 + 4 * k, 4);
+#if QSIMD == 1
+                        t16[r] = _mm256_add_epi16(t16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                                           _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+#else
+                        t32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(t32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
+#endif
+                    }
                 }
             }
 #if QSIMD == 1
-            for (int r = 0; r < NR; r++) s32[r] = _mm256_madd_epi16(s16[r], ones);
+            for (int r = 0; r < NR; r++) {
+                s32[r] = _mm256_madd_epi16(s16[r], ones);
+                if (TWO) t32[r] = _mm256_madd_epi16(t16[r], ones);
+            }
 #endif
         }
+        if (TWO) for (int r = 0; r < NR; r++) s32[r] = _mm256_add_epi32(_mm256_slli_epi32(s32[r], 8), t32[r]);
         const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         for (int r = 0; r < NR; r++) {
-            const tsr_q8_block *ab = a + r * a_stride + b;
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(ab->d)), acc[r]);
+            const float da = TWO ? alo[r * a_stride + b].d : a[r * a_stride + b].d;
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(da)), acc[r]);
         }
         if (NR == 1 && type != TSR_GGML_Q8_0) {
             const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
                                                     : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
-            accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(a[b].s), accm[0]);
+            accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(TWO ? a[b].s + alo[b].s : a[b].s), accm[0]);
         }
     }
     // Several rows: the offsets (Q4_1's minimums, Q4_0's −8·d) against the activation sums in a
@@ -436,7 +462,10 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
             const uint8_t *p = grp + b * gb;
             const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
                                                     : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
-            for (int r = 0; r < NR; r++) accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(a[r * a_stride + b].s), accm[r]);
+            for (int r = 0; r < NR; r++) {
+                const float sa = TWO ? a[r * a_stride + b].s + alo[r * a_stride + b].s : a[r * a_stride + b].s;
+                accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sa), accm[r]);
+            }
         }
     }
     for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
@@ -453,13 +482,22 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
         const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
         for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
             __m256 o[4]; \
-            const tsr_q8_block *a = j->xq + r0 * nb; \
+            const tsr_q8_block *a = j->xq + r0 * nb, *alo = j->xq_lo ? j->xq_lo + r0 * nb : NULL; \
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
-            switch (nr) { \
-            case 1: QFN(x8_rows)(T, gp, nb, a, nb, 1, o); break; \
-            case 2: QFN(x8_rows)(T, gp, nb, a, nb, 2, o); break; \
-            case 3: QFN(x8_rows)(T, gp, nb, a, nb, 3, o); break; \
-            default: QFN(x8_rows)(T, gp, nb, a, nb, 4, o); break; \
+            if (alo) { \
+                switch (nr) { \
+                case 1: QFN(x8_rows)(T, gp, nb, a, alo, nb, 1, 1, o); break; \
+                case 2: QFN(x8_rows)(T, gp, nb, a, alo, nb, 2, 1, o); break; \
+                case 3: QFN(x8_rows)(T, gp, nb, a, alo, nb, 3, 1, o); break; \
+                default: QFN(x8_rows)(T, gp, nb, a, alo, nb, 4, 1, o); break; \
+                } \
+            } else { \
+                switch (nr) { \
+                case 1: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 1, 0, o); break; \
+                case 2: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 2, 0, o); break; \
+                case 3: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 3, 0, o); break; \
+                default: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 4, 0, o); break; \
+                } \
             } \
             for (int64_t r = 0; r < nr; r++) { \
                 float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8; \
@@ -493,22 +531,30 @@ static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const
             float acc = 0, accm = 0;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *db = grp + b * gb, *qs = db + qo;
-                const tsr_q8_block *ab = j->xq + r * nb + b;
+                const tsr_q8_block *ab = j->xq + r * nb + b, *al = j->xq_lo ? j->xq_lo + r * nb + b : NULL;
                 const float d = H2F(q_u16(db + 2 * lane));
-                int32_t sum = 0;
+                int32_t sum = 0, sum_lo = 0;
                 if (type == TSR_GGML_Q8_0) {
                     for (int k = 0; k < 8; k++)
-                        for (int i = 0; i < 4; i++) sum += (int32_t)(int8_t)qs[32 * k + 4 * lane + i] * ab->q[4 * k + i];
+                        for (int i = 0; i < 4; i++) {
+                            const int32_t w = (int8_t)qs[32 * k + 4 * lane + i];
+                            sum += w * ab->q[4 * k + i];
+                            if (al) sum_lo += w * al->q[4 * k + i];
+                        }
                 } else {
                     for (int k = 0; k < 4; k++)
                         for (int i = 0; i < 4; i++) {
                             const uint8_t v = qs[32 * k + 4 * lane + i];
                             sum += (int32_t)(v & 15) * ab->q[4 * k + i] + (int32_t)(v >> 4) * ab->q[16 + 4 * k + i];
+                            if (al) sum_lo += (int32_t)(v & 15) * al->q[4 * k + i] + (int32_t)(v >> 4) * al->q[16 + 4 * k + i];
                         }
                 }
-                acc += (float)sum * (d * ab->d);
-                if (type == TSR_GGML_Q4_1) accm += H2F(q_u16(db + 16 + 2 * lane)) * ab->s;
-                else if (type == TSR_GGML_Q4_0) accm += (-8.0f * d) * ab->s;
+                // With the residual: 256·sum + sum_lo at the residual's scale (the block's / 256).
+                if (al) sum = sum * 256 + sum_lo;
+                const float sa = al ? ab->s + al->s : ab->s;
+                acc += (float)sum * (d * (al ? al->d : ab->d));
+                if (type == TSR_GGML_Q4_1) accm += H2F(q_u16(db + 16 + 2 * lane)) * sa;
+                else if (type == TSR_GGML_Q4_0) accm += (-8.0f * d) * sa;
             }
             acc += accm;
             float *dst = j->y + r * j->y_stride + p->out_offset + g;
@@ -531,6 +577,8 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         first += part->rows;
         if (lo >= hi) continue;
         const int quant = tsr_type_is_quantized(part->type);
+        // The residual pass: stored-layout quantized parts only (the rest are done).
+        if (j->lo_pass && (!quant || part->layout == TSR_LAYOUT_X8)) continue;
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
         if (part->layout == TSR_LAYOUT_X8) {

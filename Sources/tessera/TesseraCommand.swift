@@ -29,8 +29,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "MiB the model may spend on f32 copies of quantized weights, to speed up prefill and big batches. Default: 0, every weight stays in its stored type.")
     var weightMemory: Int = 0
 
-    @Option(help: "Activations against quantized weights: q8 (8-bit blocks, integer dot products, as llama.cpp) or f32 (the f32 path's numbers, slower).")
-    var activations: ActivationPrecision = .q8
+    @Option(help: "Activations against quantized weights: q8x2 (two 8-bit levels per block, about 16-bit precision, integer dot products: the f32 path's tokens), q8 (one 8-bit level, as llama.cpp: logits move by a few tenths, faster prefill and big batches) or f32 (dequantized weights, slow).")
+    var activations: ActivationPrecision = .q8x2
 
     @Option(help: "Rows of quantized weights: interleaved (Q4_0/Q4_1/Q8_0 regrouped 8 rows at a time at load, for the fast kernel) or stored (read in place from the file).")
     var weightLayout: WeightLayout = .interleaved

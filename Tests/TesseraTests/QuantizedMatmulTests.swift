@@ -8,6 +8,8 @@ import TesseraKernels
 /// Error bound (every quantized type alike, since the weights are compared dequantized): the
 /// kernel's only approximation is the activations' 8-bit quantization, |x − d·q| ≤ d/2 with
 /// d = amax(block)/127, so |Δy| ≤ Σ_blocks amax_b(x)/254 · Σ_{j∈b} |w_j|, plus f32 rounding.
+/// With two-level activations (tsr_quantize_q8x2_rows: the residual in units of d/256, clamped
+/// to ±127) |x − d·q − (d/256)·r| ≤ d/256, so |Δy| ≤ Σ_blocks amax_b(x)/(127·256) · Σ|w_j|.
 /// F16, BF16 and F32 weights take f32 activations: only rounding.
 final class QuantizedMatmulTests: XCTestCase {
     static let quantizedTypes: [Int32] = [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q6_K)]
@@ -85,11 +87,26 @@ final class QuantizedMatmulTests: XCTestCase {
         x.withUnsafeBufferPointer { xp in
             xq.withUnsafeMutableBufferPointer { tsr_quantize_q8_rows(xp.baseAddress!, Int64(c.inputs), Int64(c.rows), Int64(c.inputs), $0.baseAddress!) }
         }
+        // Two levels: the first is exactly the one-level quantization.
+        var xqHi = xq, xqLo = xq
+        x.withUnsafeBufferPointer { xp in
+            xqHi.withUnsafeMutableBufferPointer { hi in
+                xqLo.withUnsafeMutableBufferPointer { lo in
+                    tsr_quantize_q8x2_rows(xp.baseAddress!, Int64(c.inputs), Int64(c.rows), Int64(c.inputs), hi.baseAddress!, lo.baseAddress!)
+                }
+            }
+        }
+        for i in xq.indices {
+            XCTAssertEqual(xqHi[i].d, xq[i].d); XCTAssertEqual(xqHi[i].s, xq[i].s)
+            XCTAssertEqual(withUnsafeBytes(of: xqHi[i].q) { Array($0) }, withUnsafeBytes(of: xq[i].q) { Array($0) })
+            XCTAssertEqual(xqLo[i].d, xq[i].d / 256)
+        }
         // Reference and bound, with y starting at 1 and accumulate on, alpha 0.5.
         let alpha: Float = 0.5
         var reference = [Float](repeating: 0, count: c.rows * outputs)
         var bound = [Float](repeating: 0, count: c.rows * outputs)
         var rounding = [Float](repeating: 0, count: c.rows * outputs)  // f32 rounding scale: Σ|w·x|
+        var boundX2 = [Float](repeating: 0, count: c.rows * outputs)
         for r in 0..<c.rows {
             for o in 0..<outputs {
                 var s: Double = 0, b: Double = 0, magnitude: Double = 0
@@ -107,6 +124,7 @@ final class QuantizedMatmulTests: XCTestCase {
                 }
                 reference[r * outputs + o] = 1 + alpha * Float(s)
                 bound[r * outputs + o] = alpha * Float(b * 1.0001 + magnitude * 2e-6) + 1e-6
+                boundX2[r * outputs + o] = alpha * Float(b * 254 / (127 * 256) * 1.0001 + magnitude * 2e-6) + 1e-6
                 rounding[r * outputs + o] = alpha * Float(magnitude) * 2e-6 + 1e-6
             }
         }
@@ -154,13 +172,12 @@ final class QuantizedMatmulTests: XCTestCase {
             XCTAssertFalse(packed.isEmpty, "the case has no part to interleave")
         }
         /// y starts at 1; accumulate with alpha.
-        func run(_ impl: Int32, activations: UnsafePointer<tsr_q8_block>?) -> (tsr_status, [Float]) {
+        func run(_ impl: Int32, activations: UnsafePointer<tsr_q8_block>?, residuals: UnsafePointer<tsr_q8_block>? = nil) -> (tsr_status, [Float]) {
             var y = [Float](repeating: 1, count: c.rows * outputs)
-            let status = tsr_qmatmul(parts, Int64(parts.count), Int64(c.inputs), activations, x, Int64(c.inputs), Int64(c.rows),
-                                     &y, Int64(outputs), alpha, 1, impl)
+            let status = tsr_qmatmul_x2(parts, Int64(parts.count), Int64(c.inputs), activations, residuals, x, Int64(c.inputs), Int64(c.rows),
+                                        &y, Int64(outputs), alpha, 1, impl)
             return (status, y)
         }
-        var results: [Int32: [Float]] = [:]
         // f32 activations (no xq): only rounding separates it from the reference.
         for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2)] where tsr_qmatmul_available(impl) != 0 {
             let (status, y) = run(impl, activations: nil)
@@ -170,22 +187,28 @@ final class QuantizedMatmulTests: XCTestCase {
                 break
             }
         }
-        for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2), Int32(TSR_QIMPL_AVX512VNNI)] where tsr_qmatmul_available(impl) != 0 {
-            let (status, y) = xq.withUnsafeBufferPointer { run(impl, activations: $0.baseAddress) }
-            XCTAssertEqual(status, TSR_OK)
-            let what = "types \(c.types) rows \(c.rows) inputs \(c.inputs) impl \(impl) interleaved \(c.interleaved)"
-            for i in 0..<y.count where !(abs(y[i] - reference[i]) <= bound[i]) {
-                XCTFail("\(what): element \(i) = \(y[i]), reference \(reference[i]), bound \(bound[i])")
-                break
+        // One and two 8-bit levels: every variant within its bound; variants differ from the
+        // scalar one only in float summation order (integer block sums are exact in each).
+        for (label, residuals, limit) in [("q8", nil, bound), ("q8x2", xqLo, boundX2)] as [(String, [tsr_q8_block]?, [Float])] {
+            var results: [Int32: [Float]] = [:]
+            for impl in [Int32(TSR_QIMPL_SCALAR), Int32(TSR_QIMPL_AVX2), Int32(TSR_QIMPL_AVX512VNNI)] where tsr_qmatmul_available(impl) != 0 {
+                let (status, y) = xqHi.withUnsafeBufferPointer { hi in
+                    (residuals ?? []).withUnsafeBufferPointer { lo in run(impl, activations: hi.baseAddress, residuals: residuals == nil ? nil : lo.baseAddress) }
+                }
+                XCTAssertEqual(status, TSR_OK)
+                let what = "\(label) types \(c.types) rows \(c.rows) inputs \(c.inputs) impl \(impl) interleaved \(c.interleaved)"
+                for i in 0..<y.count where !(abs(y[i] - reference[i]) <= limit[i]) {
+                    XCTFail("\(what): element \(i) = \(y[i]), reference \(reference[i]), bound \(limit[i])")
+                    break
+                }
+                results[impl] = y
             }
-            results[impl] = y
-        }
-        // Variants differ only in float summation order (integer block sums are exact in each).
-        let scalar = try XCTUnwrap(results[Int32(TSR_QIMPL_SCALAR)])
-        for (impl, y) in results where impl != Int32(TSR_QIMPL_SCALAR) {
-            for i in 0..<y.count where abs(y[i] - scalar[i]) > rounding[i] {
-                XCTFail("impl \(impl) vs scalar at \(i): \(y[i]) vs \(scalar[i]) (types \(c.types))")
-                break
+            let scalar = try XCTUnwrap(results[Int32(TSR_QIMPL_SCALAR)])
+            for (impl, y) in results where impl != Int32(TSR_QIMPL_SCALAR) {
+                for i in 0..<y.count where abs(y[i] - scalar[i]) > rounding[i] {
+                    XCTFail("\(label) impl \(impl) vs scalar at \(i): \(y[i]) vs \(scalar[i]) (types \(c.types))")
+                    break
+                }
             }
         }
     }

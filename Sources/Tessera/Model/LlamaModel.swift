@@ -48,7 +48,7 @@ public final class LlamaModel: Sendable {
     /// Activation precision of the scratch `makeScratch` returns (chosen at load).
     public let activations: ActivationPrecision
 
-    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8) {
+    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2) {
         self.config = config
         self.weights = weights
         self.source = source
@@ -255,7 +255,7 @@ public final class LlamaModel: Sendable {
         // sgemm over it wins from a few rows on; without, dequantized tiles from more; for
         // interleaved matrices with 8-bit activations, the kernel at any row count.
         let limit = w.dense != nil ? fewRowsLimit
-            : w.isInterleaved && scratch.activations == .q8 ? interleavedRowsLimit : storedRowsLimit
+            : w.isInterleaved && scratch.activations != .f32 ? interleavedRowsLimit : storedRowsLimit
         let many = !rowwise && rows > limit
         if many, let dense = w.dense {
             denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
@@ -263,10 +263,15 @@ public final class LlamaModel: Sendable {
             return
         }
         guard many, let tile = scratch.weightTile else {
-            let q8 = w.needsQ8 && scratch.activations == .q8
-            if q8 { tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8) }
-            tsr_qmatmul(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil, input, Int64(inputStride), Int64(rows),
-                        output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
+            let q8 = w.needsQ8 && scratch.activations != .f32, residual = q8 && scratch.activations == .q8x2
+            if residual {
+                tsr_quantize_q8x2_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8, scratch.q8Residual)
+            } else if q8 {
+                tsr_quantize_q8_rows(input, Int64(inputStride), Int64(rows), Int64(inputs), scratch.q8)
+            }
+            tsr_qmatmul_x2(w.parts, Int64(w.partCount), Int64(inputs), q8 ? UnsafePointer(scratch.q8) : nil,
+                           residual ? UnsafePointer(scratch.q8Residual) : nil, input, Int64(inputStride), Int64(rows),
+                           output, Int64(outputStride), scale, accumulate ? 1 : 0, Int32(TSR_QIMPL_BEST))
             return
         }
         let tileRows = max(1, ForwardScratch.weightTileElements / inputs)

@@ -11,7 +11,7 @@ public struct ModelLoadOptions: Sendable {
     /// How block-quantized rows are laid out in memory (see ``WeightLayout``).
     public var layout: WeightLayout
 
-    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8, layout: WeightLayout = .interleaved) {
+    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8x2, layout: WeightLayout = .interleaved) {
         self.weightMemory = weightMemory
         self.activations = activations
         self.layout = layout

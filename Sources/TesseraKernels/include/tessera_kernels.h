@@ -186,6 +186,10 @@ void tsr_qmatmul_force(int impl);
 int tsr_type_is_quantized(int ggml_type);
 /// Quantizes `rows` rows of `inputs` floats (a multiple of 32) into rows × inputs/32 blocks.
 void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out);
+/// Quantizes rows in two 8-bit levels: `out` as tsr_quantize_q8_rows, `lo` the residuals in units
+/// of each block's d/256 (lo.d = d/256 exactly; lo.q clamped to ±127): x ≈ d·q + lo.d·lo.q within
+/// d/512 per element (plus f32 rounding), about 16-bit precision. `lo` NULL: tsr_quantize_q8_rows.
+void tsr_quantize_q8x2_rows(const float *x, int64_t x_stride, int64_t rows, int64_t inputs, tsr_q8_block *out, tsr_q8_block *lo);
 /// y(rows, outputs) (+)= alpha · x · Wᵀ, W being the parts stacked by rows. Quantized parts read
 /// `xq` (from tsr_quantize_q8_rows, rows × inputs/32 blocks: integer dot products), or, when
 /// `xq` is NULL, `x` in f32 against their dequantized rows; F32/F16/BF16 parts always read `x`.
@@ -193,6 +197,13 @@ void tsr_quantize_q8_rows(const float *x, int64_t x_stride, int64_t rows, int64_
 tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                        const tsr_q8_block *xq, const float *x, int64_t x_stride, int64_t rows,
                        float *y, int64_t y_stride, float alpha, int accumulate, int impl);
+/// tsr_qmatmul with two-level activations (tsr_quantize_q8x2_rows): `xq_lo` NULL is tsr_qmatmul.
+/// Interleaved parts take both levels in one pass over the weights (integer sums combined
+/// exactly as 256·Σw·q + Σw·lo.q); stored-layout quantized parts add the residual in a second
+/// pass.
+tsr_status tsr_qmatmul_x2(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                          const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x, int64_t x_stride, int64_t rows,
+                          float *y, int64_t y_stride, float alpha, int accumulate, int impl);
 /// Dequantizes the matrix's output rows [begin, end) into dst ((end - begin) × inputs floats).
 void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           int64_t begin, int64_t end, float *dst);
