@@ -4,66 +4,199 @@
 #include <math.h>
 #include <string.h>
 
-// Position t of the sequence lives in block table[t / block_size], slot t % block_size.
-static inline int64_t kv_row(const int32_t *table, int64_t block_size, int64_t t) {
-    return (int64_t)table[t / block_size] * block_size + t % block_size;
+// KV storage, per layer: blocks of `bs` positions. A block's keys are stored transposed, K^T
+// (kvd × bs: channel c of slot i at c·bs + i), so decode scores are vertical FMAs over 16
+// positions at a time with no horizontal sums; its values are rows (bs × kvd). Elements are
+// f32 or f16 (kv_type).
+static inline int64_t kv_esize(int type) { return type == TSR_GGML_F16 ? 2 : 4; }
+
+int tsr_kv_type_supported(int type) { return type == TSR_GGML_F32 || type == TSR_GGML_F16; }
+
+TSR_MULTIVERSION
+void tsr_kv_store(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t bs, int64_t slot,
+                  const float *k, const float *v, int64_t kvd) {
+    if (kv_type == TSR_GGML_F16) {
+        _Float16 *kb = (_Float16 *)k_layer + block * bs * kvd + slot, *vr = (_Float16 *)v_layer + (block * bs + slot) * kvd;
+        for (int64_t c = 0; c < kvd; c++) kb[c * bs] = (_Float16)k[c];
+        for (int64_t c = 0; c < kvd; c++) vr[c] = (_Float16)v[c];
+    } else {
+        float *kb = (float *)k_layer + block * bs * kvd + slot, *vr = (float *)v_layer + (block * bs + slot) * kvd;
+        for (int64_t c = 0; c < kvd; c++) kb[c * bs] = k[c];
+        memcpy(vr, v, (size_t)kvd * sizeof(float));
+    }
 }
+
+TSR_MULTIVERSION
+void tsr_kv_gather(float *kt_dst, float *v_dst, const void *k_layer, const void *v_layer, int kv_type,
+                   const int32_t *block_table, int64_t bs, int64_t n, int64_t kvd) {
+    for (int64_t t = 0; t < n; t += bs) {
+        const int64_t len = n - t < bs ? n - t : bs, blk = block_table[t / bs];
+        if (kv_type == TSR_GGML_F16) {
+            const _Float16 *kb = (const _Float16 *)k_layer + blk * bs * kvd, *vb = (const _Float16 *)v_layer + blk * bs * kvd;
+            for (int64_t c = 0; c < kvd; c++)
+                for (int64_t i = 0; i < len; i++) kt_dst[c * n + t + i] = (float)kb[c * bs + i];
+            for (int64_t i = 0; i < len * kvd; i++) v_dst[t * kvd + i] = (float)vb[i];
+        } else {
+            const float *kb = (const float *)k_layer + blk * bs * kvd, *vb = (const float *)v_layer + blk * bs * kvd;
+            for (int64_t c = 0; c < kvd; c++) memcpy(kt_dst + c * n + t, kb + c * bs, (size_t)len * sizeof(float));
+            memcpy(v_dst + t * kvd, vb, (size_t)(len * kvd) * sizeof(float));
+        }
+    }
+}
+
+// Scores of G query heads (q: G consecutive heads) for slots [i, i + 16) of one block's K^T rows
+// of the kv head (kt: hd rows of stride bs): s[g·ss + j] = scale · Σ_d q_g[d]·kt[d·bs + i + j].
+// Four partial sums per head (d mod 4) keep 4·G FMA chains in flight instead of G.
+#define SCORES16(NAME, T) \
+static inline __attribute__((always_inline)) void NAME(const float *q, const T *kt, int64_t bs, int64_t hd, const int G, \
+                                                       float scale, float *s, int64_t ss) { \
+    _Pragma("clang fp contract(fast)") \
+    float acc[4][4][16]; \
+    for (int k = 0; k < 4; k++) for (int g = 0; g < G; g++) for (int j = 0; j < 16; j++) acc[k][g][j] = 0; \
+    for (int64_t d = 0; d < hd; d += 4) { \
+        for (int k = 0; k < 4; k++) { \
+            const T *kr = kt + (d + k) * bs; \
+            float kv[16]; \
+            for (int j = 0; j < 16; j++) kv[j] = (float)kr[j]; \
+            for (int g = 0; g < G; g++) { \
+                const float qd = q[g * hd + d + k]; \
+                for (int j = 0; j < 16; j++) acc[k][g][j] += qd * kv[j]; \
+            } \
+        } \
+    } \
+    for (int g = 0; g < G; g++) \
+        for (int j = 0; j < 16; j++) s[g * ss + j] = ((acc[0][g][j] + acc[1][g][j]) + (acc[2][g][j] + acc[3][g][j])) * scale; \
+}
+SCORES16(scores16_f32, float)
+SCORES16(scores16_f16, _Float16)
+#undef SCORES16
+
+// o_g = Σ_{t ∈ [t0, t1)} p_g[t]·v_t for G heads of head size HD (both compile-time after
+// inlining, so the G·HD sums live in registers), written to partials + g·part_stride + 2.
+#define VACC_FN(NAME, T) \
+static inline __attribute__((always_inline)) void NAME(const tsr_attention_item *it, const T *vl, int64_t kvh, int64_t t0, int64_t t1, \
+                                                       int64_t kvd, const int HD, const int G, const float *s, int64_t ss, \
+                                                       float *partials, int64_t part_stride) { \
+    _Pragma("clang fp contract(fast)") \
+    float acc[8][128]; \
+    for (int g = 0; g < G; g++) for (int d = 0; d < HD; d++) acc[g][d] = 0; \
+    const int64_t bs = it->block_size; \
+    for (int64_t t = t0; t < t1;) { \
+        const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
+        const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd + kvh * HD; \
+        for (int64_t i = 0; i < n; i++) { \
+            const T *vr = vb + i * kvd; \
+            float v[128]; \
+            for (int d = 0; d < HD; d++) v[d] = (float)vr[d]; \
+            for (int g = 0; g < G; g++) { \
+                const float p = s[g * ss + t - t0 + i]; \
+                for (int d = 0; d < HD; d++) acc[g][d] += p * v[d]; \
+            } \
+        } \
+        t += n; \
+    } \
+    for (int g = 0; g < G; g++) memcpy(partials + g * part_stride + 2, acc[g], (size_t)HD * sizeof(float)); \
+}
+VACC_FN(vacc_f32, float)
+VACC_FN(vacc_f16, _Float16)
+#undef VACC_FN
 
 // One unit: positions [t0, t1) of one row against kv head kvh, for each of the kv head's
 // `group` query heads: the chunk's max score m, Σ e^(s − m) and Σ e^(s − m)·v, written to
-// partials + g·part_stride as (m, l, o[head_dim]). The chunk's keys and values come from memory
-// once; the group's other heads find them in cache. HD > 0 is a compile-time head size (the
-// output accumulates in registers), 0 the general case.
-#define ATTENTION_UNIT(NAME, HD) \
+// partials + g·part_stride as (m, l, o[head_dim]). Each key and value is read once for all the
+// group's heads. T: the KV element type; HD > 0 a compile-time head size, 0 the general case.
+// s: group × TSR_ATTENTION_CHUNK floats.
+#define ATTENTION_UNIT(NAME, T, SCORES, VACC, HD) \
 TSR_MULTIVERSION \
-static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64_t t0, int64_t t1, int64_t kv_stride, \
+static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64_t t0, int64_t t1, int64_t kvd, \
                  int64_t head_dim_, float scale, float *s, float *partials, int64_t part_stride) { \
-    const int64_t head_dim = HD > 0 ? HD : head_dim_, bs = it->block_size; \
-    for (int64_t g = 0; g < group; g++) { \
-        const float *qh = it->q + (kvh * group + g) * head_dim; \
-        for (int64_t t = t0; t < t1;) { \
-            const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
-            const float *kb = it->k + ((int64_t)it->block_table[t / bs] * bs + off) * kv_stride + kvh * head_dim; \
-            for (int64_t i = 0; i < n; i++) s[t - t0 + i] = tsr_dot(qh, kb + i * kv_stride, head_dim) * scale; \
-            t += n; \
+    _Pragma("clang fp contract(fast)") \
+    const int64_t hd = HD > 0 ? HD : head_dim_, bs = it->block_size, len = t1 - t0; \
+    const int64_t ss = TSR_ATTENTION_CHUNK; \
+    const T *kl = (const T *)it->k, *vl = (const T *)it->v; \
+    for (int64_t t = t0; t < t1;) { \
+        const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
+        const T *kt = kl + (int64_t)it->block_table[t / bs] * bs * kvd + kvh * hd * bs + off; \
+        int64_t i = 0; \
+        for (int64_t g0 = 0; g0 < group; g0 += 4) { \
+            const float *q = it->q + (kvh * group + g0) * hd; \
+            float *sg = s + g0 * ss + (t - t0); \
+            const int64_t gn = group - g0 < 4 ? group - g0 : 4; \
+            for (i = 0; hd % 4 == 0 && i + 16 <= n; i += 16) { \
+                switch (gn) { \
+                case 1: SCORES(q, kt + i, bs, hd, 1, scale, sg + i, ss); break; \
+                case 2: SCORES(q, kt + i, bs, hd, 2, scale, sg + i, ss); break; \
+                case 3: SCORES(q, kt + i, bs, hd, 3, scale, sg + i, ss); break; \
+                default: SCORES(q, kt + i, bs, hd, 4, scale, sg + i, ss); break; \
+                } \
+            } \
+            for (int64_t r = i; r < n; r++) \
+                for (int64_t g = 0; g < gn; g++) { \
+                    float a = 0; \
+                    for (int64_t d = 0; d < hd; d++) a += q[g * hd + d] * (float)kt[d * bs + r]; \
+                    sg[g * ss + r] = a * scale; \
+                } \
         } \
-        float m = s[0]; \
-        for (int64_t i = 1; i < t1 - t0; i++) m = s[i] > m ? s[i] : m; \
+        t += n; \
+    } \
+    for (int64_t g = 0; g < group; g++) { \
+        float *sg = s + g * ss; \
+        float m = sg[0]; \
+        for (int64_t i = 1; i < len; i++) m = sg[i] > m ? sg[i] : m; \
         float l = 0; \
         { \
             _Pragma("clang fp reassociate(on)") \
-            for (int64_t i = 0; i < t1 - t0; i++) { s[i] = tsr_exp_nonpositive(s[i] - m); l += s[i]; } \
+            for (int64_t i = 0; i < len; i++) { sg[i] = tsr_exp_nonpositive(sg[i] - m); l += sg[i]; } \
         } \
-        float *part = partials + g * part_stride; \
-        float acc[HD > 0 ? HD : 1]; \
-        float *o = HD > 0 ? acc : part + 2; \
-        memset(o, 0, (size_t)head_dim * sizeof(float)); \
-        for (int64_t t = t0; t < t1;) { \
-            const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
-            const float *vb = it->v + ((int64_t)it->block_table[t / bs] * bs + off) * kv_stride + kvh * head_dim; \
-            for (int64_t i = 0; i < n; i++) tsr_axpy(o, s[t - t0 + i], vb + i * kv_stride, head_dim); \
-            t += n; \
+        partials[g * part_stride] = m; \
+        partials[g * part_stride + 1] = l; \
+    } \
+    /* o_g = Σ_t p_g[t]·v[t], every head of the group from one read of each value row; with a \
+       compile-time head size and group the sums stay in registers. */ \
+    if (HD > 0 && group <= 8) { \
+        switch (group) { \
+        case 1: VACC(it, vl, kvh, t0, t1, kvd, HD, 1, s, ss, partials, part_stride); break; \
+        case 2: VACC(it, vl, kvh, t0, t1, kvd, HD, 2, s, ss, partials, part_stride); break; \
+        case 3: VACC(it, vl, kvh, t0, t1, kvd, HD, 3, s, ss, partials, part_stride); break; \
+        case 4: VACC(it, vl, kvh, t0, t1, kvd, HD, 4, s, ss, partials, part_stride); break; \
+        case 5: VACC(it, vl, kvh, t0, t1, kvd, HD, 5, s, ss, partials, part_stride); break; \
+        case 6: VACC(it, vl, kvh, t0, t1, kvd, HD, 6, s, ss, partials, part_stride); break; \
+        case 7: VACC(it, vl, kvh, t0, t1, kvd, HD, 7, s, ss, partials, part_stride); break; \
+        default: VACC(it, vl, kvh, t0, t1, kvd, HD, 8, s, ss, partials, part_stride); break; \
         } \
-        if (HD > 0) memcpy(part + 2, acc, sizeof(acc)); \
-        part[0] = m; \
-        part[1] = l; \
+        return; \
+    } \
+    for (int64_t g = 0; g < group; g++) memset(partials + g * part_stride + 2, 0, (size_t)hd * sizeof(float)); \
+    for (int64_t t = t0; t < t1;) { \
+        const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
+        const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd + kvh * hd; \
+        for (int64_t i = 0; i < n; i++) \
+            for (int64_t g = 0; g < group; g++) { \
+                const float p = s[g * ss + t - t0 + i]; \
+                float *o = partials + g * part_stride + 2; \
+                for (int64_t d = 0; d < hd; d++) o[d] += p * (float)vb[i * kvd + d]; \
+            } \
+        t += n; \
     } \
 }
-ATTENTION_UNIT(attention_unit_any, 0)
-ATTENTION_UNIT(attention_unit_64, 64)
-ATTENTION_UNIT(attention_unit_128, 128)
+ATTENTION_UNIT(attention_unit_f32_any, float, scores16_f32, vacc_f32, 0)
+ATTENTION_UNIT(attention_unit_f32_64, float, scores16_f32, vacc_f32, 64)
+ATTENTION_UNIT(attention_unit_f32_128, float, scores16_f32, vacc_f32, 128)
+ATTENTION_UNIT(attention_unit_f16_any, _Float16, scores16_f16, vacc_f16, 0)
+ATTENTION_UNIT(attention_unit_f16_64, _Float16, scores16_f16, vacc_f16, 64)
+ATTENTION_UNIT(attention_unit_f16_128, _Float16, scores16_f16, vacc_f16, 128)
 #undef ATTENTION_UNIT
 
 static inline int64_t chunks_of(int64_t n_ctx) { return (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK; }
 
 int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t head_dim, int64_t threads) {
-    return n_items * chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * TSR_ATTENTION_CHUNK;
+    return n_items * chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * n_heads * TSR_ATTENTION_CHUNK;
 }
 
 typedef struct {
     const tsr_attention_item *items; int64_t n_items;
     int64_t kv_stride, n_heads, n_kv_heads, head_dim, max_chunks; float scale;
-    float *partials; float *scores;
+    float *partials; float *scores; int kv_type;
 } attention_job;
 
 // Partials of (item, chunk, head): (m, l, o[head_dim]).
@@ -77,7 +210,7 @@ static void attention_task(void *ctx, int thread, int threads) {
     for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * chunks_of(j->items[i].n_ctx);
     int64_t lo, hi;
     tsr_thread_share(total, thread, threads, &lo, &hi);
-    float *s = j->scores + thread * TSR_ATTENTION_CHUNK;
+    float *s = j->scores + thread * j->n_heads * TSR_ATTENTION_CHUNK;
     const int64_t group = j->n_heads / j->n_kv_heads;
     int64_t first = 0;  // the first unit of item i
     for (int64_t i = 0; i < j->n_items && first < hi; i++) {
@@ -89,9 +222,10 @@ static void attention_task(void *ctx, int thread, int threads) {
             const int64_t t1 = t0 + TSR_ATTENTION_CHUNK < it->n_ctx ? t0 + TSR_ATTENTION_CHUNK : it->n_ctx;
             float *part = partial_at(j, i, c, kvh * group);
             const int64_t stride = j->head_dim + 2;
-            if (j->head_dim == 64) attention_unit_64(it, kvh, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
-            else if (j->head_dim == 128) attention_unit_128(it, kvh, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
-            else attention_unit_any(it, kvh, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
+            const int f16 = j->kv_type == TSR_GGML_F16;
+            if (j->head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(it, kvh, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
+            else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, kvh, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
+            else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, kvh, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
         }
         first += units;
     }
@@ -99,10 +233,10 @@ static void attention_task(void *ctx, int thread, int threads) {
 
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t max_ctx) {
+                        float scale, float *scratch, int64_t max_ctx, int kv_type) {
     const int64_t max_chunks = chunks_of(max_ctx);
     attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, max_chunks, scale,
-                          scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2) };
+                          scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2), kv_type };
     tsr_parallel(attention_task, &job);
     // Merge each head's chunks in order: out = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c.
     for (int64_t i = 0; i < n_items; i++) {
@@ -124,13 +258,6 @@ void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_
             const float inv = 1.0f / l;
             for (int64_t d = 0; d < head_dim; d++) out[d] *= inv;
         }
-    }
-}
-
-void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
-                     int64_t n_rows, int64_t row_width) {
-    for (int64_t t = 0; t < n_rows; t++) {
-        memcpy(dst + t * row_width, src + kv_row(block_table, block_size, t) * row_width, (size_t)row_width * sizeof(float));
     }
 }
 

@@ -73,7 +73,7 @@ struct BenchModelCommand: AsyncParsableCommand {
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let output = Output(threads: ComputeThreads.current, batch: batch, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
                                 peak_rss_bytes: Int(usage.ru_maxrss) * 1024,
-                                kv_bytes_per_position: KVBlockPool.bytesPerBlock(config: bundle.model.config, blockSize: 1),
+                                kv_bytes_per_position: KVBlockPool.bytesPerBlock(config: bundle.model.config, blockSize: 1, precision: bundle.model.kvPrecision),
                                 system_info: ComputeThreads.report)
             if json {
                 try printJSON(output)

@@ -35,6 +35,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Rows of quantized weights: interleaved (Q4_0/Q4_1/Q8_0 regrouped 8 rows at a time at load, for the fast kernel) or stored (read in place from the file).")
     var weightLayout: WeightLayout = .interleaved
 
+    @Option(help: "KV cache precision: f32 (the f32 path's numbers) or f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads).")
+    var kvCache: KVPrecision = .f32
+
     /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
     func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {
         let bundle = try load()
@@ -49,7 +52,7 @@ struct ModelOptions: ParsableArguments {
         ComputeThreads.configure(threads: threads ?? ComputeThreads.available)
         let path = try model ?? DefaultModel.ensure(log: { printError($0) }).path
         guard weightMemory >= 0 else { throw ValidationError("--weight-memory must be >= 0") }
-        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations, layout: weightLayout))
+        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations, layout: weightLayout, kvCache: kvCache))
     }
 }
 
@@ -106,3 +109,4 @@ func onComputeThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
 
 extension ActivationPrecision: ExpressibleByArgument {}
 extension WeightLayout: ExpressibleByArgument {}
+extension KVPrecision: ExpressibleByArgument {}

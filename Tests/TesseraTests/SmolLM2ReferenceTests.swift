@@ -95,6 +95,17 @@ final class SmolLM2ReferenceTests: XCTestCase {
         print("SmolLM2 q8x2: largest top-20 logit difference from transformers: \(worst)")
     }
 
+    /// An f16 KV cache (keys and values rounded to 11 significant bits) on top of the default
+    /// activations: logits within 5e-2 of transformers'; greedy tokens part, if at all, only
+    /// at near-ties (reference margin below 5e-2).
+    func testF16KVCacheStaysWithinItsBound() throws {
+        ComputeThreads.configure(threads: 2)
+        let b = try ModelBundle.load(path: Fixtures.defaultModelPath(), options: .init(kvCache: .f16))
+        XCTAssertEqual(b.model.kvPrecision, .f16)
+        let worst = try compareWithReference(b, logitBound: 5e-2, tieMargin: 5e-2, label: "q8x2 + f16 KV")
+        print("SmolLM2 q8x2 + f16 KV: largest top-20 logit difference from transformers: \(worst)")
+    }
+
     func cases() throws -> [[String: Any]] {
         try XCTUnwrap(try Fixtures.json("smollm2/greedy.json")["cases"] as? [[String: Any]])
     }

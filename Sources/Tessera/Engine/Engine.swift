@@ -56,7 +56,8 @@ public final class Engine: Sendable {
         self.adapters = adapters
         self.configuration = configuration
         metrics = EngineMetrics()
-        let pool = try KVBlockPool(config: model.config, blockSize: configuration.kvBlockSize, memoryBytes: configuration.kvCacheBytes)
+        let pool = try KVBlockPool(config: model.config, blockSize: configuration.kvBlockSize, memoryBytes: configuration.kvCacheBytes,
+                                   precision: model.kvPrecision)
         core = EngineCore(model: model, configuration: configuration, pool: pool, metrics: metrics)
         let (inbox, wakeup, core) = (self.inbox, self.wakeup, self.core)
         let thread = Thread { EngineCore.loop(core: core, inbox: inbox, wakeup: wakeup) }

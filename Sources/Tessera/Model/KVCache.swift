@@ -1,15 +1,37 @@
+import TesseraKernels
+
+/// Precision of a KV cache's elements.
+public enum KVPrecision: String, Sendable, CaseIterable {
+    /// f32: the f32 path's numbers.
+    case f32
+    /// f16 (as llama.cpp's default cache): half the memory and half the bytes each decode step
+    /// reads; keys and values rounded to 11 significant bits.
+    case f16
+
+    var ggmlType: Int32 { self == .f16 ? Int32(TSR_GGML_F16) : Int32(TSR_GGML_F32) }
+    /// Bytes per element.
+    public var elementBytes: Int { self == .f16 ? 2 : 4 }
+}
+
 /// Fixed-size blocks of keys and values for every layer, from one allocation sized by a
-/// memory budget: `(layer, block, slot, kvDim)` for keys and again for values.
+/// memory budget: per layer and block, the keys transposed (`kvDim × blockSize`, so decode
+/// scores run over 16 positions per instruction) and the values as rows (`blockSize × kvDim`),
+/// f32 or f16 (``KVPrecision``).
 ///
 /// Blocks are handed to one sequence at a time (its ``KVCache``); the pool itself is not
 /// thread-safe: one owner (the engine's compute thread, or a single cache) allocates and frees.
 public final class KVBlockPool: @unchecked Sendable {
     /// Positions per block.
     public let blockSize: Int
+    /// The block size decode attention reads fastest: a kv head's keys of one block are then
+    /// one contiguous run (16 positions × head size), read front to back.
+    public static let preferredBlockSize = 16
     /// Blocks in the pool.
     public let blockCount: Int
     let layerCount: Int
     let kvDimension: Int
+    /// Element precision.
+    public let precision: KVPrecision
     let keys: FloatBuffer
     let values: FloatBuffer
     private var freeBlocks: [Int32]
@@ -17,16 +39,20 @@ public final class KVBlockPool: @unchecked Sendable {
     private var references: [Int32]
 
     /// A pool of `blockCount` blocks of `blockSize` positions for `config`.
-    public init(config: LlamaConfig, blockSize: Int, blockCount: Int) throws(InferenceError) {
+    public init(config: LlamaConfig, blockSize: Int, blockCount: Int, precision: KVPrecision = .f32) throws(InferenceError) {
         guard blockSize > 0, blockCount > 0 else {
             throw InferenceError.invalidBatch("a KV pool needs at least one block of one position (got \(blockCount) of \(blockSize))")
         }
         self.blockSize = blockSize
         self.blockCount = blockCount
+        self.precision = precision
         layerCount = config.layerCount
         kvDimension = config.kvDimension
         let n = config.layerCount * blockCount * blockSize * config.kvDimension
-        guard let k = FloatBuffer(count: n), let v = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: 2 * n * 4) }
+        let floats = (n * precision.elementBytes + 3) / 4
+        guard let k = FloatBuffer(count: floats), let v = FloatBuffer(count: floats) else {
+            throw InferenceError.outOfMemory(bytes: 2 * n * precision.elementBytes)
+        }
         keys = k
         values = v
         freeBlocks = (0..<Int32(blockCount)).reversed()
@@ -34,14 +60,14 @@ public final class KVBlockPool: @unchecked Sendable {
     }
 
     /// A pool sized to a byte budget.
-    public convenience init(config: LlamaConfig, blockSize: Int = 16, memoryBytes: Int) throws(InferenceError) {
-        let perBlock = Self.bytesPerBlock(config: config, blockSize: blockSize)
-        try self.init(config: config, blockSize: blockSize, blockCount: max(1, memoryBytes / perBlock))
+    public convenience init(config: LlamaConfig, blockSize: Int = 16, memoryBytes: Int, precision: KVPrecision = .f32) throws(InferenceError) {
+        let perBlock = Self.bytesPerBlock(config: config, blockSize: blockSize, precision: precision)
+        try self.init(config: config, blockSize: blockSize, blockCount: max(1, memoryBytes / perBlock), precision: precision)
     }
 
     /// Bytes one block holds (keys and values of every layer).
-    public static func bytesPerBlock(config: LlamaConfig, blockSize: Int) -> Int {
-        2 * config.layerCount * blockSize * config.kvDimension * MemoryLayout<Float>.stride
+    public static func bytesPerBlock(config: LlamaConfig, blockSize: Int, precision: KVPrecision = .f32) -> Int {
+        2 * config.layerCount * blockSize * config.kvDimension * precision.elementBytes
     }
 
     /// Blocks not held by any sequence.
@@ -67,11 +93,13 @@ public final class KVBlockPool: @unchecked Sendable {
     /// Number of holders of a block.
     func referenceCount(_ block: Int32) -> Int { Int(references[Int(block)]) }
 
-    @inline(__always) func keyBase(layer: Int) -> UnsafeMutablePointer<Float> {
-        keys.pointer + layer * blockCount * blockSize * kvDimension
+    /// A layer's key storage (blocks of K^T).
+    @inline(__always) func keyBase(layer: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(keys.pointer) + layer * blockCount * blockSize * kvDimension * precision.elementBytes
     }
-    @inline(__always) func valueBase(layer: Int) -> UnsafeMutablePointer<Float> {
-        values.pointer + layer * blockCount * blockSize * kvDimension
+    /// A layer's value storage (blocks of rows).
+    @inline(__always) func valueBase(layer: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(values.pointer) + layer * blockCount * blockSize * kvDimension * precision.elementBytes
     }
 }
 
@@ -94,7 +122,7 @@ public final class KVCache: @unchecked Sendable {
     public var capacity: Int { blocks.count * pool.blockSize }
 
     /// Bytes held by this cache's blocks.
-    public var byteCount: Int { blocks.count * 2 * pool.layerCount * pool.blockSize * pool.kvDimension * MemoryLayout<Float>.stride }
+    public var byteCount: Int { blocks.count * 2 * pool.layerCount * pool.blockSize * pool.kvDimension * pool.precision.elementBytes }
 
     /// Makes room for `positions` positions in all, taking blocks from the pool; false (and
     /// nothing taken) when the pool has too few free blocks.
@@ -130,12 +158,10 @@ public final class KVCache: @unchecked Sendable {
         for b in blocks { pool.release(b) }
     }
 
-    @inline(__always) func keyRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
+    /// Writes position `position`'s key and value (kvDimension floats each) for `layer`.
+    @inline(__always) func store(layer: Int, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
         let bs = pool.blockSize
-        return pool.keyBase(layer: layer) + (Int(blocks[position / bs]) * bs + position % bs) * pool.kvDimension
-    }
-    @inline(__always) func valueRow(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        let bs = pool.blockSize
-        return pool.valueBase(layer: layer) + (Int(blocks[position / bs]) * bs + position % bs) * pool.kvDimension
+        tsr_kv_store(pool.keyBase(layer: layer), pool.valueBase(layer: layer), pool.precision.ggmlType, Int64(blocks[position / bs]),
+                     Int64(bs), Int64(position % bs), key, value, Int64(pool.kvDimension))
     }
 }

@@ -47,12 +47,15 @@ public final class LlamaModel: Sendable {
 
     /// Activation precision of the scratch `makeScratch` returns (chosen at load).
     public let activations: ActivationPrecision
+    /// Precision of the KV caches `makeCache` makes (and the engine's pool), chosen at load.
+    public let kvPrecision: KVPrecision
 
-    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2) {
+    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f32) {
         self.config = config
         self.weights = weights
         self.source = source
         self.activations = activations
+        self.kvPrecision = kvPrecision
     }
 
     /// Bytes of weights: in their stored type (read in place from the mapped file) plus what
@@ -70,11 +73,13 @@ public final class LlamaModel: Sendable {
         return counts
     }
 
-    /// A contiguous KV cache for one sequence of up to `capacity` positions (at most the
-    /// model's context): a private pool of one block.
+    /// A KV cache for one sequence of up to `capacity` positions (at most the model's context),
+    /// in the model's KV precision: a private pool of blocks of ``KVBlockPool/preferredBlockSize``
+    /// positions, all reserved.
     public func makeCache(capacity: Int) throws(InferenceError) -> KVCache {
         let positions = min(max(capacity, 1), config.contextLength)
-        let cache = KVCache(pool: try KVBlockPool(config: config, blockSize: positions, blockCount: 1))
+        let bs = KVBlockPool.preferredBlockSize
+        let cache = KVCache(pool: try KVBlockPool(config: config, blockSize: bs, blockCount: (positions + bs - 1) / bs, precision: kvPrecision))
         _ = cache.reserve(positions: positions)
         return cache
     }
@@ -114,6 +119,8 @@ public final class LlamaModel: Sendable {
             expected[s] += 1
             maxContext = max(maxContext, p + 1)
         }
+        let kvType = caches[0].pool.precision
+        guard caches.allSatisfy({ $0.pool.precision == kvType }) else { throw InferenceError.invalidBatch("the batch's KV caches mix precisions") }
         let segments = Self.segments(of: batch)
         let longest = scratch.deterministic ? 1 : (segments.map(\.count).max() ?? 1)
         let scoreNeed = longest >= Self.gemmAttentionMinimumRows ? longest * maxContext : maxContext
@@ -176,9 +183,7 @@ public final class LlamaModel: Sendable {
                 let row = qkv + i * qkvd
                 tsr_rope_neox(row, Int64(c.headCount), Int64(c.headDimension), Int64(c.ropeDimension), ropeCos + i * half, ropeSin + i * half)
                 tsr_rope_neox(row + qd, Int64(c.kvHeadCount), Int64(c.headDimension), Int64(c.ropeDimension), ropeCos + i * half, ropeSin + i * half)
-                let cache = caches[batch.sequences[i]], p = batch.positions[i]
-                cache.keyRow(layer: l, position: p).update(from: row + qd, count: kvd)
-                cache.valueRow(layer: l, position: p).update(from: row + qd + kvd, count: kvd)
+                caches[batch.sequences[i]].store(layer: l, position: batch.positions[i], key: row + qd, value: row + qd + kvd)
             }
             var item = 0
             for segment in segments {
@@ -186,8 +191,8 @@ public final class LlamaModel: Sendable {
                 if perRow(segment) {
                     let keys = cache.pool.keyBase(layer: l), values = cache.pool.valueBase(layer: l)
                     for _ in segment {
-                        scratch.attentionItems[item].k = UnsafePointer(keys)
-                        scratch.attentionItems[item].v = UnsafePointer(values)
+                        scratch.attentionItems[item].k = UnsafeRawPointer(keys)
+                        scratch.attentionItems[item].v = UnsafeRawPointer(values)
                         item += 1
                     }
                 } else {
@@ -196,7 +201,7 @@ public final class LlamaModel: Sendable {
             }
             if perRowItems > 0, let scores = scratch.attentionScores {
                 tsr_attention_rows(scratch.attentionItems, Int64(perRowItems), Int64(kvd), Int64(c.headCount), Int64(c.kvHeadCount),
-                                   Int64(c.headDimension), scale, scores.pointer, Int64(maxContext))
+                                   Int64(c.headDimension), scale, scores.pointer, Int64(maxContext), kvType.ggmlType)
             }
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput,
                         output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
@@ -332,25 +337,29 @@ public final class LlamaModel: Sendable {
         // Prefill: per head, scores = Q·Kᵀ over the whole visible context, masked softmax, then ·V.
         let first = rows.lowerBound, count = rows.count
         let firstPosition = batch.positions[first], context = firstPosition + count
-        // K and V of positions 0..<context as contiguous rows: in place for a one-block cache,
-        // else gathered from the sequence's blocks.
-        let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
-        if cache.blocks.count == 1 || (context <= pool.blockSize) {
-            keys = UnsafePointer(keyBase + Int(cache.blocks[0]) * pool.blockSize * kvd)
-            values = UnsafePointer(valueBase + Int(cache.blocks[0]) * pool.blockSize * kvd)
+        // Keys of positions 0..<context as K^T (kvd × context, row stride ldk) and values as rows:
+        // in place for f32 positions within one block, else gathered (and widened) from the
+        // sequence's blocks.
+        let keysT: UnsafePointer<Float>, values: UnsafePointer<Float>, ldk: Int
+        if pool.precision == .f32 && (cache.blocks.count == 1 || context <= pool.blockSize) {
+            let offset = Int(cache.blocks[0]) * pool.blockSize * kvd * 4
+            keysT = UnsafePointer((keyBase + offset).assumingMemoryBound(to: Float.self))
+            values = UnsafePointer((valueBase + offset).assumingMemoryBound(to: Float.self))
+            ldk = pool.blockSize
         } else {
             cache.blocks.withUnsafeBufferPointer { table in
-                tsr_gather_rows(scratch.gatheredKeys.pointer, keyBase, table.baseAddress, Int64(pool.blockSize), Int64(context), Int64(kvd))
-                tsr_gather_rows(scratch.gatheredValues.pointer, valueBase, table.baseAddress, Int64(pool.blockSize), Int64(context), Int64(kvd))
+                tsr_kv_gather(scratch.gatheredKeys.pointer, scratch.gatheredValues.pointer, keyBase, valueBase, pool.precision.ggmlType,
+                              table.baseAddress, Int64(pool.blockSize), Int64(context), Int64(kvd))
             }
-            keys = UnsafePointer(scratch.gatheredKeys.pointer)
+            keysT = UnsafePointer(scratch.gatheredKeys.pointer)
             values = UnsafePointer(scratch.gatheredValues.pointer)
+            ldk = context
         }
         let group = c.headCount / c.kvHeadCount
         for h in 0..<c.headCount {
             let kvHead = h / group
-            BLAS.sgemm(CblasNoTrans, CblasTrans, m: count, n: context, k: hd, alpha: 1, a: qkv + first * qkvd + h * hd, lda: qkvd,
-                       b: keys + kvHead * hd, ldb: kvd, beta: 0, c: scores, ldc: context)
+            BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: count, n: context, k: hd, alpha: 1, a: qkv + first * qkvd + h * hd, lda: qkvd,
+                       b: keysT + kvHead * hd * ldk, ldb: ldk, beta: 0, c: scores, ldc: context)
             tsr_causal_softmax_rows(scores, Int64(count), Int64(context), Int64(context), Int64(firstPosition), scale)
             BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: count, n: hd, k: context, alpha: 1, a: scores, lda: context,
                        b: values + kvHead * hd, ldb: kvd, beta: 0, c: out + first * qd + h * hd, ldc: qd)

@@ -10,11 +10,15 @@ public struct ModelLoadOptions: Sendable {
     public var activations: ActivationPrecision
     /// How block-quantized rows are laid out in memory (see ``WeightLayout``).
     public var layout: WeightLayout
+    /// Precision of the KV caches made for the model (``LlamaModel/makeCache(capacity:)``, the
+    /// engine's pool).
+    public var kvCache: KVPrecision
 
-    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8x2, layout: WeightLayout = .interleaved) {
+    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8x2, layout: WeightLayout = .interleaved, kvCache: KVPrecision = .f32) {
         self.weightMemory = weightMemory
         self.activations = activations
         self.layout = layout
+        self.kvCache = kvCache
     }
 }
 
@@ -46,7 +50,7 @@ extension LlamaModel {
             let config = try LlamaConfig(hfConfig: configURL)
             let source = try HFWeightSource(directory: dir)
             return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: source, weightMemory: options.weightMemory, layout: options.layout),
-                              source: path, activations: options.activations)
+                              source: path, activations: options.activations, kvPrecision: options.kvCache)
         }
         let gguf: GGUFFile
         do { gguf = try GGUFFile(path: path) } catch { throw ModelError(error) }
@@ -60,6 +64,6 @@ extension LlamaModel {
         }
         let config = try LlamaConfig(gguf: gguf)
         return LlamaModel(config: config, weights: try LlamaWeights(config: config, source: GGUFWeightSource(gguf: gguf), weightMemory: options.weightMemory, layout: options.layout),
-                          source: gguf.path, activations: options.activations)
+                          source: gguf.path, activations: options.activations, kvPrecision: options.kvCache)
     }
 }

@@ -68,16 +68,28 @@ void tsr_rope_neox(float *x, int64_t n_heads, int64_t head_dim, int64_t rot_dim,
 
 // ---- attention (attention.c) ----
 
+/// KV cache storage, per layer: blocks of `block_size` positions. A block's keys are stored
+/// transposed, K^T (kv_dim × block_size: channel c of slot i at c·block_size + i); its values
+/// as rows (block_size × kv_dim). Elements are f32 or f16 (kv_type TSR_GGML_F32 / TSR_GGML_F16).
+int tsr_kv_type_supported(int kv_type);
+/// Writes one position's key and value (kv_dim floats each, rounded to the cache's type) into
+/// slot `slot` of block `block` of a layer's storage.
+void tsr_kv_store(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t block_size, int64_t slot,
+                  const float *k, const float *v, int64_t kv_dim);
+/// Positions 0..<n of a paged sequence as f32: keys transposed into kt_dst (kv_dim × n), values
+/// as rows into v_dst (n × kv_dim).
+void tsr_kv_gather(float *kt_dst, float *v_dst, const void *k_layer, const void *v_layer, int kv_type,
+                   const int32_t *block_table, int64_t block_size, int64_t n, int64_t kv_dim);
+
 /// One query row for tsr_attention_rows: causal attention over the `n_ctx` cached positions of
-/// its own sequence. q, out: [n_heads * head_dim]; k, v: the layer's block storage, rows of
-/// `kv_stride` floats, kv head kvh at kvh*head_dim; position t is row
-/// block_table[t / block_size] * block_size + t % block_size. Grouped-query: head h reads kv
-/// head h / (n_heads / n_kv_heads).
+/// its own sequence. q, out: [n_heads * head_dim]; k, v: the layer's storage (above), kv head
+/// kvh at channels kvh*head_dim...; position t is slot t % block_size of block
+/// block_table[t / block_size]. Grouped-query: head h reads kv head h / (n_heads / n_kv_heads).
 typedef struct {
     float *out;
     const float *q;
-    const float *k;
-    const float *v;
+    const void *k;
+    const void *v;
     const int32_t *block_table;
     int64_t block_size;
     int64_t n_ctx;
@@ -91,12 +103,10 @@ int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n
 /// thread pool (a kv head's keys and values are read once for all its query heads), partial
 /// softmaxes merged in chunk order. A row's result does not depend on the other rows nor on the
 /// thread count. `scratch`: tsr_attention_scratch_floats(n_items, max_ctx, ...) floats.
+/// kv_stride: kv_dim.
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t max_ctx);
-/// Copies positions 0..<n_rows of a paged sequence into contiguous rows of `row_width` floats.
-void tsr_gather_rows(float *dst, const float *src, const int32_t *block_table, int64_t block_size,
-                     int64_t n_rows, int64_t row_width);
+                        float scale, float *scratch, int64_t max_ctx, int kv_type);
 /// Causal mask + scaled softmax for a block of attention scores: row i (query at position
 /// first_pos + i) keeps columns 0...first_pos+i, the rest become 0 after softmax.
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
