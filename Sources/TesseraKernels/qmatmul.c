@@ -187,15 +187,22 @@ static void quantize_rows(const float *x, int64_t x_stride, int64_t rows, int64_
         const float *xr = x + r * x_stride;
         for (int64_t b = 0; b < nb; b++) {
             const float *v = xr + 32 * b;
-            float amax = 0;
-            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(v[j]));
+            // |v| as bits: for non-negative floats integer order is float order (an integer max
+            // reduction, which vectorises).
+            uint32_t bits[32], amax_bits = 0;
+            memcpy(bits, v, sizeof bits);
+            for (int j = 0; j < 32; j++) { const uint32_t a = bits[j] & 0x7fffffffu; amax_bits = a > amax_bits ? a : amax_bits; }
+            float amax;
+            memcpy(&amax, &amax_bits, sizeof amax);
             const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
             tsr_q8_block *o = out + r * nb + b;
+            float u[32], qf[32];
             int32_t sum = 0;
             for (int j = 0; j < 32; j++) {
-                const int32_t q = (int32_t)nearbyintf(v[j] * id);
-                o->q[j] = (int8_t)q;
-                sum += q;
+                u[j] = v[j] * id;
+                qf[j] = __builtin_rintf(u[j]);
+                o->q[j] = (int8_t)(int32_t)qf[j];
+                sum += (int32_t)qf[j];
             }
             o->d = d;
             o->s = d * (float)sum;
@@ -203,10 +210,9 @@ static void quantize_rows(const float *x, int64_t x_stride, int64_t rows, int64_
             tsr_q8_block *l = lo + r * nb + b;
             int32_t sum_lo = 0;
             for (int j = 0; j < 32; j++) {
-                const float u = v[j] * id;
-                float e = nearbyintf((u - (float)o->q[j]) * 256.0f);
+                float e = __builtin_rintf((u[j] - qf[j]) * 256.0f);
                 e = e > 127.0f ? 127.0f : e < -127.0f ? -127.0f : e;
-                l->q[j] = (int8_t)e;
+                l->q[j] = (int8_t)(int32_t)e;
                 sum_lo += (int32_t)e;
             }
             l->d = d * (1.0f / 256.0f);
