@@ -410,7 +410,7 @@ def make_table(info: dict, results: dict, models: list[str], threads: list[int],
     if membw and any(bound_tokens_per_s(membw, n, sizes.get(m, {})) for m in models for n in threads):
         lines += [
             "**Memory-bandwidth bound, batch 1** (a decode step reads every weight once; the first bound "
-            "counts weights only, the second adds Tessera's f32 KV cache at the mean decode context, "
+            "counts weights only, the second adds Tessera's KV cache (at its precision) at the mean decode context, "
             f"{args.prompt_len} + {args.gen_tokens}/2 positions)",
             "",
             "| model | weights read per token MB | threads | read GB/s | bound tok/s | tessera tok/s | % | llama.cpp tok/s | % "
@@ -466,6 +466,12 @@ def make_table(info: dict, results: dict, models: list[str], threads: list[int],
                 s = r.get("system_info")
                 if s and s not in sysinfo.setdefault(eng, []):
                     sysinfo[eng].append(s)
+    settings = sorted({f"activations {r.get('activations')}, KV cache {r.get('kv_cache')}"
+                       for row in results.values() for eng, r in row.items()
+                       if eng == "tessera" and isinstance(r, dict) and r.get("activations")})
+    if settings:
+        notes.append("- tessera settings: " + "; ".join(settings)
+                     + (f" (extra options `{args.tessera_args}`)" if getattr(args, "tessera_args", "") else ""))
     for eng in ENGINES:
         if eng not in versions:
             continue
@@ -521,6 +527,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-tokens-file", default=DEFAULT_PROMPT)
     ap.add_argument("--tessera", default=DEFAULT_TESSERA, help="tessera binary (default .build/release/tessera; built if missing)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build when the default binary is missing")
+    ap.add_argument("--tessera-args", default="",
+                    help="extra options for `tessera bench-model`, e.g. \"--kv-cache f16\" (llama.cpp's own cache is f16)")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PY, help="python with llama-cpp-python (default .venv-bench/bin/python)")
     ap.add_argument("--skip-peer", action="store_true", help="do not run llama.cpp")
     ap.add_argument("--skip-tessera", action="store_true", help="do not run tessera")
@@ -583,7 +591,8 @@ def main(argv=None) -> int:
                 row = results.setdefault((m, n, b), {})
                 if tessera:
                     try:
-                        row["tessera"] = run_engine([tessera, "bench-model", *common, *per], "tessera", args.timeout)
+                        row["tessera"] = run_engine([tessera, "bench-model", *common, *per, *shlex.split(args.tessera_args)],
+                                                    "tessera", args.timeout)
                     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
                         print(f"error: {e}", file=sys.stderr)
                         row["tessera"], failed = "failed", True

@@ -34,8 +34,12 @@ struct BenchModelCommand: AsyncParsableCommand {
         let prefill_tokens_per_s: [Double]
         let decode_tokens_per_s: [Double]
         let peak_rss_bytes: Int
-        /// KV-cache bytes one decode step reads per cached position (f32 keys and values).
+        /// KV-cache bytes one decode step reads per cached position (keys and values, at the
+        /// cache's precision).
         let kv_bytes_per_position: Int
+        /// The run's settings: activations (q8x2, q8, f32) and KV cache precision (f32, f16).
+        let activations: String
+        let kv_cache: String
         let system_info: String
     }
 
@@ -74,6 +78,7 @@ struct BenchModelCommand: AsyncParsableCommand {
             let output = Output(threads: ComputeThreads.current, batch: batch, prefill_tokens_per_s: prefill, decode_tokens_per_s: decode,
                                 peak_rss_bytes: Int(usage.ru_maxrss) * 1024,
                                 kv_bytes_per_position: KVBlockPool.bytesPerBlock(config: bundle.model.config, blockSize: 1, precision: bundle.model.kvPrecision),
+                                activations: bundle.model.activations.rawValue, kv_cache: bundle.model.kvPrecision.rawValue,
                                 system_info: ComputeThreads.report)
             if json {
                 try printJSON(output)
