@@ -47,7 +47,8 @@ struct BenchEngineCommand: AsyncParsableCommand {
             let modelOptions = self.modelOptions
             let bundle = try await onComputeThread { try modelOptions.load() }
             let model = bundle.model
-            let store = AdapterStore(base: model.config, configuration: .init(memoryBudgetBytes: 4 << 30, maxAdapters: 128))
+            let store = AdapterStore(base: model.config, configuration: .init(memoryBudgetBytes: 4 << 30, maxAdapters: 128,
+                                                                              precision: modelOptions.adapterPrecision))
             var adapterNames: [String] = []
             if let dir = adaptersDir {
                 for name in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() where name.hasPrefix("adapter-") {

@@ -72,9 +72,9 @@ struct BenchLoRACommand: AsyncParsableCommand {
                     for _ in 0..<runs {
                         Self.evictFromPageCache(path.appendingPathComponent("adapter_model.safetensors").path)
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        bytes = try LoRAAdapter.load(path: path.path, base: model.config).byteCount
+                        bytes = try LoRAAdapter.load(path: path.path, base: model.config, precision: modelOptions.adapterPrecision).byteCount
                         let t1 = DispatchTime.now().uptimeNanoseconds
-                        _ = try LoRAAdapter.load(path: path.path, base: model.config)
+                        _ = try LoRAAdapter.load(path: path.path, base: model.config, precision: modelOptions.adapterPrecision)
                         let t2 = DispatchTime.now().uptimeNanoseconds
                         cold.append(Double(t1 - t0) / 1e6)
                         warm.append(Double(t2 - t1) / 1e6)
@@ -89,7 +89,7 @@ struct BenchLoRACommand: AsyncParsableCommand {
                         let path = dir.appendingPathComponent("tp-r\(rank)-\(i)")
                         try AdapterSynthesizer.write(to: path, base: model.config, baseName: modelPath, rank: rank,
                                                      targets: LoRATarget.allCases, seed: UInt64(100 + i))
-                        return try LoRAAdapter.load(path: path.path, base: model.config)
+                        return try LoRAAdapter.load(path: path.path, base: model.config, precision: modelOptions.adapterPrecision)
                     }
                 }
                 var rows: [ThroughputRow] = []

@@ -32,8 +32,9 @@ struct EngineOptions: ParsableArguments {
         return c
     }
 
-    var storeConfiguration: AdapterStore.Configuration {
-        AdapterStore.Configuration(memoryBudgetBytes: adapterMemory << 20, maxAdapters: maxAdapters)
+    /// The adapter store's limits, holding adapters at `precision` (``ModelOptions``).
+    func storeConfiguration(precision: AdapterPrecision) -> AdapterStore.Configuration {
+        AdapterStore.Configuration(memoryBudgetBytes: adapterMemory << 20, maxAdapters: maxAdapters, precision: precision)
     }
 
     func validate() throws {

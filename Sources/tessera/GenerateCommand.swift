@@ -56,7 +56,7 @@ struct GenerateCommand: AsyncParsableCommand {
             guard let tokenizer = bundle.tokenizer else {
                 throw ValidationError("\(bundle.model.source) has no tokenizer; generate needs one")
             }
-            let store = AdapterStore(base: bundle.model.config, configuration: engineOptions.storeConfiguration)
+            let store = AdapterStore(base: bundle.model.config, configuration: engineOptions.storeConfiguration(precision: modelOptions.adapterPrecision))
             var adapterName: String?
             if let adapter, let path = modelOptions.adapter {
                 // Already loaded and checked once; the engine leases it from the store.

@@ -42,7 +42,7 @@ struct RunBatchCommand: AsyncParsableCommand {
             let modelOptions = self.modelOptions
             let bundle = try await onComputeThread { try modelOptions.load() }
             guard let tokenizer = bundle.tokenizer else { throw ValidationError("\(bundle.model.source) has no tokenizer") }
-            let store = AdapterStore(base: bundle.model.config, configuration: engineOptions.storeConfiguration)
+            let store = AdapterStore(base: bundle.model.config, configuration: engineOptions.storeConfiguration(precision: modelOptions.adapterPrecision))
             if let adapters {
                 let folders = try FileManager.default.contentsOfDirectory(atPath: adapters).sorted()
                 for name in folders {

@@ -38,11 +38,14 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "KV cache precision: f32 (the f32 path's numbers) or f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads).")
     var kvCache: KVPrecision = .f32
 
+    @Option(help: "Precision adapters are held in: f32 (PEFT's numbers) or f16 (half the memory, and half the bytes a batch of many adapters reads per step).")
+    var adapterPrecision: AdapterPrecision = .f32
+
     /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
     func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {
         let bundle = try load()
         guard let path = adapter else { return (bundle, nil) }
-        let lora = try LoRAAdapter.load(path: path, base: bundle.model.config)
+        let lora = try LoRAAdapter.load(path: path, base: bundle.model.config, precision: adapterPrecision)
         if merge { return (ModelBundle(model: try bundle.model.merged(with: lora), tokenizer: bundle.tokenizer), nil) }
         return (bundle, lora)
     }
@@ -110,3 +113,4 @@ func onComputeThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
 extension ActivationPrecision: ExpressibleByArgument {}
 extension WeightLayout: ExpressibleByArgument {}
 extension KVPrecision: ExpressibleByArgument {}
+extension AdapterPrecision: ExpressibleByArgument {}

@@ -19,11 +19,15 @@ public final class AdapterStore: Sendable {
         public var maxAdapters: Int
         /// Largest rank accepted.
         public var maxRank: Int
+        /// Precision adapters are held in (`--adapter-precision`): f16 halves their memory and
+        /// the bytes a step of many adapters reads.
+        public var precision: AdapterPrecision
 
-        public init(memoryBudgetBytes: Int = 1 << 30, maxAdapters: Int = 64, maxRank: Int = 256) {
+        public init(memoryBudgetBytes: Int = 1 << 30, maxAdapters: Int = 64, maxRank: Int = 256, precision: AdapterPrecision = .f32) {
             self.memoryBudgetBytes = memoryBudgetBytes
             self.maxAdapters = maxAdapters
             self.maxRank = maxRank
+            self.precision = precision
         }
     }
 
@@ -95,7 +99,7 @@ public final class AdapterStore: Sendable {
     @discardableResult
     public func register(name: String, path: String, owner: String? = nil) async throws -> Registration {
         let (adapter, digest) = try await onLoader { [base, configuration] in
-            let adapter = try LoRAAdapter.load(path: path, name: name, base: base, maxRank: configuration.maxRank)
+            let adapter = try LoRAAdapter.load(path: path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
             return (adapter, try Self.sha256(of: adapter.source))
         }
         return state.withLock { s in
@@ -163,7 +167,7 @@ public final class AdapterStore: Sendable {
                     let started = DispatchTime.now().uptimeNanoseconds
                     do {
                         let adapter = try await self.onLoader {
-                            try LoRAAdapter.load(path: r.path, name: name, base: base, maxRank: configuration.maxRank)
+                            try LoRAAdapter.load(path: r.path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
                         }
                         try self.admit(adapter, key: key, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
                         return adapter

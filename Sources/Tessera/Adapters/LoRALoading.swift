@@ -6,14 +6,16 @@ extension LoRAAdapter {
     ///
     /// Everything is checked before the adapter exists: features, shapes against the base,
     /// ranks against `maxRank`, finite weights. A failure is an ``AdapterError``; no partly
-    /// loaded adapter is ever returned.
-    public static func load(path: String, name: String? = nil, base config: LlamaConfig, maxRank: Int = 1024) throws(AdapterError) -> LoRAAdapter {
+    /// loaded adapter is ever returned. `precision` f16 stores A and B rounded to f16 (after the
+    /// checks, from the f32 conversion).
+    public static func load(path: String, name: String? = nil, base config: LlamaConfig, maxRank: Int = 1024,
+                            precision: AdapterPrecision = .f32) throws(AdapterError) -> LoRAAdapter {
         let adapterName = name ?? URL(fileURLWithPath: path).lastPathComponent
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw AdapterError(adapter: adapterName, file: path, reason: .format(.io("no such file or directory")))
         }
-        let builder = ProjectionBuilder(name: adapterName, config: config, maxRank: maxRank)
+        let builder = ProjectionBuilder(name: adapterName, config: config, maxRank: maxRank, precision: precision)
         if isDirectory.boolValue {
             return try builder.loadPEFT(directory: URL(fileURLWithPath: path))
         }
@@ -130,6 +132,7 @@ struct ProjectionBuilder {
     let name: String
     let config: LlamaConfig
     let maxRank: Int
+    var precision: AdapterPrecision = .f32
 
     func error(_ file: String, _ reason: AdapterError.Reason) -> AdapterError {
         AdapterError(adapter: name, file: file, reason: reason)
@@ -181,7 +184,10 @@ struct ProjectionBuilder {
             } } }
         }
         for o in 0..<output { for r in 0..<rank { tempB.pointer[r * output + o] = bBuffer.pointer[o * rank + r] } }
-        return LoRAAdapter.Projection(rank: rank, scale: scale, a: aBuffer, bTransposed: tempB)
+        let projection = LoRAAdapter.Projection(rank: rank, scale: scale, precision: .f32, a: aBuffer, bTransposed: tempB)
+        guard precision == .f16 else { return projection }
+        guard let half = projection.halved() else { throw error(file, .format(.io("out of memory"))) }
+        return half
     }
 
     /// Copies a (rows × cols) matrix, transposing when the source is stored (cols × rows).

@@ -16,10 +16,12 @@ extension LlamaModel {
             return n
         }
         /// weight rows [rowOffset, rowOffset + out) of a (·, in) matrix += s · Bᵀᵀ · A.
-        func fold(_ p: LoRAAdapter.Projection, into w: FloatBuffer, rowOffset: Int, target: LoRATarget) {
+        func fold(_ p: LoRAAdapter.Projection, into w: FloatBuffer, rowOffset: Int, target: LoRATarget) throws(InferenceError) {
             let (inputs, outputs) = target.dimensions(c)
-            BLAS.sgemm(CblasTrans, CblasNoTrans, m: outputs, n: inputs, k: p.rank, alpha: p.scale, a: p.bTransposed.pointer, lda: outputs,
-                       b: p.a.pointer, ldb: inputs, beta: 1, c: w.pointer + rowOffset * inputs, ldc: inputs)
+            guard let widened = FloatBuffer(count: p.rank * (inputs + outputs)) else { throw InferenceError.outOfMemory(bytes: p.rank * (inputs + outputs) * 4) }
+            guard let (a, bTransposed) = p.f32(inputs: inputs, outputs: outputs, scratch: widened.pointer) else { return }
+            BLAS.sgemm(CblasTrans, CblasNoTrans, m: outputs, n: inputs, k: p.rank, alpha: p.scale, a: bTransposed, lda: outputs,
+                       b: a, ldb: inputs, beta: 1, c: w.pointer + rowOffset * inputs, ldc: inputs)
         }
         var layers: [LlamaWeights.Layer] = []
         for (l, w) in weights.layers.enumerated() {
@@ -33,7 +35,7 @@ extension LlamaModel {
                 (.o, o, 0), (.gate, gateUp, 0), (.up, gateUp, c.intermediateSize), (.down, down, 0),
             ]
             for (t, buffer, offset) in offsets {
-                if let p = adapter.projection(layer: l, target: t), let buffer { fold(p, into: buffer, rowOffset: offset, target: t) }
+                if let p = adapter.projection(layer: l, target: t), let buffer { try fold(p, into: buffer, rowOffset: offset, target: t) }
             }
             func linear(_ copy: FloatBuffer?, _ base: LinearWeight) -> LinearWeight {
                 copy.map { LinearWeight(dense: $0, outputs: base.outputs, inputs: base.inputs) } ?? base

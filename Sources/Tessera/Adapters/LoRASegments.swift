@@ -50,6 +50,14 @@ struct LoRASegments {
 
     var isEmpty: Bool { segments.isEmpty }
 
+    /// Floats of scratch the BLAS path needs to widen f16 adapters (0 when none goes that way).
+    func widenedElements(_ c: LlamaConfig) -> Int {
+        let widened = segments.filter { usesBLAS($0.rows.count) && $0.adapter.precision == .f16 }
+        guard !widened.isEmpty else { return 0 }
+        let widest = max(c.hiddenSize, c.queryDimension, c.intermediateSize)
+        return (widened.map(\.adapter.maxRank).max() ?? 0) * 2 * widest
+    }
+
     private func usesBLAS(_ rows: Int) -> Bool {
         switch kernel {
         case .blas: true
@@ -58,32 +66,44 @@ struct LoRASegments {
         }
     }
 
-    /// Adds each segment's delta for `target` in `layer`: output[rows] += s · (input[rows] · Aᵀ) · Bᵀ.
-    func apply(_ target: LoRATarget, layer: Int, input: UnsafePointer<Float>, inputStride: Int,
+    /// Adds each segment's delta for each of `targets` (projections of the same input, each at
+    /// its column offset in `output`) in `layer`: output[rows, offset...] += s · (input[rows] · Aᵀ) · Bᵀ.
+    /// Short segments of every target go to one fused kernel call.
+    func apply(_ targets: [(target: LoRATarget, offset: Int)], layer: Int, input: UnsafePointer<Float>, inputStride: Int,
                output: UnsafeMutablePointer<Float>, outputStride: Int, config: LlamaConfig, scratch: ForwardScratch) {
-        let (inputs, outputs) = target.dimensions(config)
         let shrunk = scratch.loraShrunk.pointer
         let fused = scratch.loraSegments
         var fusedCount = 0
-        for segment in segments {
-            guard let p = segment.adapter.projection(layer: layer, target: target) else { continue }
-            let first = segment.rows.lowerBound, rows = segment.rows.count
-            if !usesBLAS(rows) {
-                fused[fusedCount] = tsr_lora_segment(a: p.a.pointer, b_t: p.bTransposed.pointer, rank: Int64(p.rank), scale: p.scale,
-                                                     row_begin: Int64(first), row_end: Int64(segment.rows.upperBound))
-                fusedCount += 1
-                continue
+        var fusedInputs = 0
+        for (target, offset) in targets {
+            let (inputs, outputs) = target.dimensions(config)
+            fusedInputs = inputs
+            for segment in segments {
+                guard let p = segment.adapter.projection(layer: layer, target: target) else { continue }
+                let first = segment.rows.lowerBound, rows = segment.rows.count
+                if !usesBLAS(rows) {
+                    fused[fusedCount] = tsr_lora_segment(a: UnsafeRawPointer(p.a.pointer), b_t: UnsafeRawPointer(p.bTransposed.pointer),
+                                                         rank: Int64(p.rank), scale: p.scale, row_begin: Int64(first),
+                                                         row_end: Int64(segment.rows.upperBound), type: p.precision.ggmlType,
+                                                         y_offset: Int64(offset), outputs: Int64(outputs))
+                    fusedCount += 1
+                    continue
+                }
+                // f16 weights are widened into scratch the forward pass reserved (widenedElements).
+                guard let (a, bTransposed) = p.f32(inputs: inputs, outputs: outputs, scratch: scratch.loraWeights?.pointer) else {
+                    assertionFailure("no scratch reserved to widen an f16 adapter")
+                    continue
+                }
+                // shrink: shrunk(rows, r) = input(rows, in) · Aᵀ
+                LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: a,
+                                       outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
+                // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
+                BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
+                           b: bTransposed, ldb: outputs, beta: 1, c: output + first * outputStride + offset, ldc: outputStride)
             }
-            // shrink: shrunk(rows, r) = input(rows, in) · Aᵀ
-            LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: p.a.pointer,
-                              outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
-            // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
-            BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
-                       b: p.bTransposed.pointer, ldb: outputs, beta: 1, c: output + first * outputStride, ldc: outputStride)
         }
         if fusedCount > 0 {
-            tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(inputs),
-                              output, Int64(outputStride), Int64(outputs))
+            tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(fusedInputs), output, Int64(outputStride))
         }
     }
 }

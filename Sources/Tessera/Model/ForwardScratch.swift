@@ -18,6 +18,9 @@ public final class ForwardScratch: @unchecked Sendable {
     var scores: FloatBuffer!     // attention scores: (rows, context) for a prefill segment, or (context) for one row
     var loraShrunk: FloatBuffer! // (rows, max rank): x · Aᵀ of one adapter segment
     private(set) var loraCapacity = 0
+    /// f16 adapter weights widened to f32 for the BLAS path (long segments): reserved by
+    /// `reserve(loraWeightElements:)`, grows only.
+    private(set) var loraWeights: FloatBuffer?
     /// Segment descriptors for the fused LoRA kernel, one per row at most.
     private(set) var loraSegments: UnsafeMutablePointer<tsr_lora_segment> = .allocate(capacity: 1)
     private var loraSegmentCapacity = 1
@@ -90,7 +93,8 @@ public final class ForwardScratch: @unchecked Sendable {
     var gatheredValues: FloatBuffer! // (context, kvDim)
     private(set) var gatheredCapacity = 0
 
-    func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0, gatheredRows: Int = 0) throws(InferenceError) {
+    func reserve(rows: Int, logitRows: Int, scores: Int, loraElements: Int = 0, gatheredRows: Int = 0,
+                 loraWeightElements: Int = 0) throws(InferenceError) {
         func make(_ n: Int) throws(InferenceError) -> FloatBuffer {
             guard let b = FloatBuffer(count: n) else { throw InferenceError.outOfMemory(bytes: n * 4) }
             return b
@@ -111,10 +115,10 @@ public final class ForwardScratch: @unchecked Sendable {
             q8Residual = .allocate(capacity: r * (maxInputs / 32 + 1))
             rowCapacity = r
         }
-        if rows > loraSegmentCapacity {
+        if 3 * rows > loraSegmentCapacity {  // up to three projections (q, k, v) per call
             loraSegments.deallocate()
-            loraSegments = .allocate(capacity: rows)
-            loraSegmentCapacity = rows
+            loraSegments = .allocate(capacity: 3 * rows)
+            loraSegmentCapacity = 3 * rows
         }
         if logitRows > logitCapacity {
             let r = max(logitRows, 4)
@@ -130,6 +134,7 @@ public final class ForwardScratch: @unchecked Sendable {
             loraShrunk = try make(loraElements)
             loraCapacity = loraElements
         }
+        if loraWeightElements > (loraWeights?.count ?? 0) { loraWeights = try make(loraWeightElements) }
         if scores > scoreCapacity {
             let n = max(scores, 4096)
             self.scores = try make(n)

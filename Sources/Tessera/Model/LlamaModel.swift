@@ -130,7 +130,8 @@ public final class LlamaModel: Sendable {
         let lora = LoRASegments(batch: batch, adapters: adapters, kernel: scratch.deterministic ? .fused : scratch.loraKernel)
         let rowwise = scratch.deterministic
         try scratch.reserve(rows: n, logitRows: batch.logitRows.count, scores: scoreNeed, loraElements: max(lora.longest, 1) * lora.maxRank,
-                            gatheredRows: longest >= Self.gemmAttentionMinimumRows ? maxContext : 0)
+                            gatheredRows: longest >= Self.gemmAttentionMinimumRows ? maxContext : 0,
+                            loraWeightElements: lora.widenedElements(c))
 
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
@@ -168,6 +169,12 @@ public final class LlamaModel: Sendable {
             tsr_rope_angles(ropeCos + i * half, ropeSin + i * half, Int64(batch.positions[i]), Int64(c.ropeDimension), c.ropeTheta)
         }
         let scale = 1 / Float(c.headDimension).squareRoot()
+        // LoRA targets per input, with their column offsets in the projection's output (built
+        // once per pass; q, k, v and gate, up each go to one fused call).
+        let qkvTargets: [(target: LoRATarget, offset: Int)] = [(.q, 0), (.k, qd), (.v, qd + kvd)]
+        let oTargets: [(target: LoRATarget, offset: Int)] = [(.o, 0)]
+        let gateUpTargets: [(target: LoRATarget, offset: Int)] = [(.gate, 0), (.up, ff)]
+        let downTargets: [(target: LoRATarget, offset: Int)] = [(.down, 0)]
 
         for (l, w) in weights.layers.enumerated() {
             // Attention block: x += Wo · attention(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
@@ -175,9 +182,7 @@ public final class LlamaModel: Sendable {
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.qkv,
                         output: qkv, outputStride: qkvd, accumulate: false, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
-                lora.apply(.q, layer: l, input: normed, inputStride: d, output: qkv, outputStride: qkvd, config: c, scratch: scratch)
-                lora.apply(.k, layer: l, input: normed, inputStride: d, output: qkv + qd, outputStride: qkvd, config: c, scratch: scratch)
-                lora.apply(.v, layer: l, input: normed, inputStride: d, output: qkv + qd + kvd, outputStride: qkvd, config: c, scratch: scratch)
+                lora.apply(qkvTargets, layer: l, input: normed, inputStride: d, output: qkv, outputStride: qkvd, config: c, scratch: scratch)
             }
             for i in 0..<n {
                 let row = qkv + i * qkvd
@@ -206,7 +211,7 @@ public final class LlamaModel: Sendable {
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput,
                         output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
-                lora.apply(.o, layer: l, input: attn, inputStride: qd, output: x, outputStride: d, config: c, scratch: scratch)
+                lora.apply(oTargets, layer: l, input: attn, inputStride: qd, output: x, outputStride: d, config: c, scratch: scratch)
             }
 
             // MLP block: x += Wdown · (silu(Wgate·n) ⊙ Wup·n), n = rmsnorm(x)
@@ -214,14 +219,13 @@ public final class LlamaModel: Sendable {
             Self.linear(rows: n, input: normed, inputStride: d, weight: w.gateUp,
                         output: gu, outputStride: 2 * ff, accumulate: false, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
-                lora.apply(.gate, layer: l, input: normed, inputStride: d, output: gu, outputStride: 2 * ff, config: c, scratch: scratch)
-                lora.apply(.up, layer: l, input: normed, inputStride: d, output: gu + ff, outputStride: 2 * ff, config: c, scratch: scratch)
+                lora.apply(gateUpTargets, layer: l, input: normed, inputStride: d, output: gu, outputStride: 2 * ff, config: c, scratch: scratch)
             }
             tsr_silu_mul_rows(gu, Int64(2 * ff), gu + ff, Int64(2 * ff), Int64(n), Int64(ff))
             Self.linear(rows: n, input: gu, inputStride: 2 * ff, weight: w.down,
                         output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)
             if !lora.isEmpty {
-                lora.apply(.down, layer: l, input: gu, inputStride: 2 * ff, output: x, outputStride: d, config: c, scratch: scratch)
+                lora.apply(downTargets, layer: l, input: gu, inputStride: 2 * ff, output: x, outputStride: d, config: c, scratch: scratch)
             }
         }
         for i in 0..<n { caches[batch.sequences[i]].count = max(caches[batch.sequences[i]].count, batch.positions[i] + 1) }

@@ -114,21 +114,28 @@ void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t 
 
 // ---- LoRA (lora.c) ----
 
-/// One run of rows sharing an adapter's projection: A is (rank, inputs), B transposed (rank, outputs).
+/// One run of rows sharing an adapter's projection: A is (rank, inputs), B transposed (rank,
+/// outputs), both f32 or both f16 (type TSR_GGML_F32 / TSR_GGML_F16). The delta lands in
+/// y[row][y_offset ..< y_offset + outputs] (several projections of one input in one call).
 typedef struct {
-    const float *a;
-    const float *b_t;
+    const void *a;
+    const void *b_t;
     int64_t rank;
     float scale;
     int64_t row_begin, row_end;
+    int type;
+    int64_t y_offset, outputs;
 } tsr_lora_segment;
+
+/// n floats rounded to f16 (round to nearest even).
+void tsr_f32_to_f16_array(const float *src, uint16_t *dst, int64_t n);
 
 /// y[row] += scale · (x[row] · Aᵀ) · Bᵀ for every row of every segment, rows split across the
 /// thread pool. Rows of different segments never touch each other's output, and a row's result
 /// does not depend on the other rows nor on the thread count.
 void tsr_lora_segments(const tsr_lora_segment *segments, int64_t segment_count,
                        const float *x, int64_t x_stride, int64_t inputs,
-                       float *y, int64_t y_stride, int64_t outputs);
+                       float *y, int64_t y_stride);
 
 // ---- threads (threads.c) and few-row matmul (matmul.c) ----
 
