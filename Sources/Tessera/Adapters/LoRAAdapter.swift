@@ -26,30 +26,93 @@ public final class LoRAAdapter: @unchecked Sendable {
     public struct Projection: @unchecked Sendable {
         public let rank: Int
         public let scale: Float
-        /// Element type of `a` and `bTransposed`.
+        /// Element type of A and Bᵀ.
         public let precision: AdapterPrecision
-        let a: FloatBuffer        // (rank, input): PEFT's lora_A as is (f16 elements packed two per float slot)
-        let bTransposed: FloatBuffer  // (rank, output): PEFT's lora_B transposed, so expand streams rows
+        let inputs: Int
+        let outputs: Int
+        /// Holds A (rank, inputs: PEFT's lora_A as is) at byte `aOffset` and Bᵀ (rank, outputs:
+        /// PEFT's lora_B transposed, so expand streams rows) at `bOffset`; a loaded adapter's
+        /// projections of one layer share one buffer, in target order, so a row's deltas read
+        /// one contiguous run.
+        let storage: FloatBuffer
+        let aOffset: Int
+        let bOffset: Int
 
-        /// A (rank × inputs) and Bᵀ (rank × outputs) as f32: in place, or widened into
-        /// `scratch` (at least rank · (inputs + outputs) floats) when stored as f16; nil for f16
-        /// without scratch.
-        func f32(inputs: Int, outputs: Int, scratch: UnsafeMutablePointer<Float>?) -> (a: UnsafePointer<Float>, bTransposed: UnsafePointer<Float>)? {
-            guard precision == .f16 else { return (UnsafePointer(a.pointer), UnsafePointer(bTransposed.pointer)) }
+        var a: UnsafeRawPointer { UnsafeRawPointer(storage.pointer) + aOffset }
+        var bTransposed: UnsafeRawPointer { UnsafeRawPointer(storage.pointer) + bOffset }
+        /// Bytes of A and Bᵀ.
+        var byteCount: Int { rank * (inputs + outputs) * (precision == .f16 ? 2 : 4) }
+
+        /// A projection over its own buffer holding f32 `a` (rank × inputs) then `bTransposed`
+        /// (rank × outputs); nil when out of memory.
+        init?(rank: Int, scale: Float, inputs: Int, outputs: Int, a: UnsafePointer<Float>, bTransposed: UnsafePointer<Float>) {
+            guard let storage = FloatBuffer(count: rank * (inputs + outputs)) else { return nil }
+            storage.pointer.update(from: a, count: rank * inputs)
+            (storage.pointer + rank * inputs).update(from: bTransposed, count: rank * outputs)
+            self.init(rank: rank, scale: scale, precision: .f32, inputs: inputs, outputs: outputs, storage: storage,
+                      aOffset: 0, bOffset: rank * inputs * 4)
+        }
+
+        init(rank: Int, scale: Float, precision: AdapterPrecision, inputs: Int, outputs: Int, storage: FloatBuffer, aOffset: Int, bOffset: Int) {
+            (self.rank, self.scale, self.precision, self.inputs, self.outputs) = (rank, scale, precision, inputs, outputs)
+            (self.storage, self.aOffset, self.bOffset) = (storage, aOffset, bOffset)
+        }
+
+        /// A and Bᵀ as f32: in place, or widened into `scratch` (at least rank · (inputs +
+        /// outputs) floats) when stored as f16; nil for f16 without scratch.
+        func f32(scratch: UnsafeMutablePointer<Float>?) -> (a: UnsafePointer<Float>, bTransposed: UnsafePointer<Float>)? {
+            guard precision == .f16 else { return (a.assumingMemoryBound(to: Float.self), bTransposed.assumingMemoryBound(to: Float.self)) }
             guard let scratch else { return nil }
-            _ = tsr_dequantize(Int32(TSR_GGML_F16), UnsafeRawPointer(a.pointer), scratch, Int64(rank * inputs))
-            _ = tsr_dequantize(Int32(TSR_GGML_F16), UnsafeRawPointer(bTransposed.pointer), scratch + rank * inputs, Int64(rank * outputs))
+            _ = tsr_dequantize(Int32(TSR_GGML_F16), a, scratch, Int64(rank * inputs))
+            _ = tsr_dequantize(Int32(TSR_GGML_F16), bTransposed, scratch + rank * inputs, Int64(rank * outputs))
             return (UnsafePointer(scratch), UnsafePointer(scratch + rank * inputs))
         }
 
-        /// The same projection stored as f16, or nil when out of memory.
-        func halved() -> Projection? {
-            guard precision == .f32, let a16 = FloatBuffer(count: (a.count + 1) / 2),
-                  let b16 = FloatBuffer(count: (bTransposed.count + 1) / 2) else { return precision == .f16 ? self : nil }
-            tsr_f32_to_f16_array(a.pointer, UnsafeMutableRawPointer(a16.pointer).assumingMemoryBound(to: UInt16.self), Int64(a.count))
-            tsr_f32_to_f16_array(bTransposed.pointer, UnsafeMutableRawPointer(b16.pointer).assumingMemoryBound(to: UInt16.self), Int64(bTransposed.count))
-            return Projection(rank: rank, scale: scale, precision: .f16, a: a16, bTransposed: b16)
+        /// This projection's A and Bᵀ written at `destination` in `precision` (byteCount bytes
+        /// at that precision), as a projection over `storage`.
+        func copied(to storage: FloatBuffer, at offset: Int, precision target: AdapterPrecision) -> Projection {
+            let destination = UnsafeMutableRawPointer(storage.pointer) + offset
+            switch (precision, target) {
+            case (.f32, .f16):
+                // A and Bᵀ are adjacent in an f32 projection's own buffer.
+                tsr_f32_to_f16_array(a.assumingMemoryBound(to: Float.self), destination.assumingMemoryBound(to: UInt16.self), Int64(rank * inputs))
+                tsr_f32_to_f16_array(bTransposed.assumingMemoryBound(to: Float.self),
+                                     (destination + rank * inputs * 2).assumingMemoryBound(to: UInt16.self), Int64(rank * outputs))
+            case (.f16, .f32):
+                _ = tsr_dequantize(Int32(TSR_GGML_F16), a, destination.assumingMemoryBound(to: Float.self), Int64(rank * inputs))
+                _ = tsr_dequantize(Int32(TSR_GGML_F16), bTransposed, (destination + rank * inputs * 4).assumingMemoryBound(to: Float.self),
+                                   Int64(rank * outputs))
+            default:
+                let es = precision == .f16 ? 2 : 4
+                destination.copyMemory(from: a, byteCount: rank * inputs * es)
+                (destination + rank * inputs * es).copyMemory(from: bTransposed, byteCount: rank * outputs * es)
+            }
+            let es = target == .f16 ? 2 : 4
+            return Projection(rank: rank, scale: scale, precision: target, inputs: inputs, outputs: outputs, storage: storage,
+                              aOffset: offset, bOffset: offset + rank * inputs * es)
         }
+    }
+
+    /// Projections (layer-major, target order) repacked at `precision` into one buffer per
+    /// layer; nil when out of memory.
+    static func packed(_ projections: [Projection?], layerCount: Int, precision: AdapterPrecision) -> [Projection?]? {
+        let targets = LoRATarget.allCases.count
+        let es = precision == .f16 ? 2 : 4
+        var result = projections
+        for l in 0..<layerCount {
+            let layer = projections[(l * targets)..<((l + 1) * targets)]
+            let bytes = layer.reduce(0) { $0 + ($1.map { ($0.rank * ($0.inputs + $0.outputs) * es + 63) / 64 * 64 } ?? 0) }
+            guard bytes > 0 else { continue }
+            guard let storage = FloatBuffer(count: (bytes + 3) / 4) else { return nil }
+            var offset = 0
+            for (i, p) in zip(layer.indices, layer) {
+                guard let p else { continue }
+                result[i] = p.copied(to: storage, at: offset, precision: precision)
+                // Keep each A 64-byte aligned within the layer's buffer.
+                offset += (p.rank * (p.inputs + p.outputs) * es + 63) / 64 * 64
+            }
+        }
+        return result
     }
 
     public let name: String
@@ -85,7 +148,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     }
 
     /// Bytes of weights held (A and B at their precision).
-    public var byteCount: Int { projections.reduce(0) { $0 + ($1.map { $0.a.byteCount + $0.bTransposed.byteCount } ?? 0) } }
+    public var byteCount: Int { projections.reduce(0) { $0 + ($1?.byteCount ?? 0) } }
     /// Ranks used (several with `rank_pattern`).
     public var ranks: [Int] { Array(Set(projections.compactMap { $0?.rank })).sorted() }
     /// The largest rank.

@@ -184,10 +184,12 @@ struct ProjectionBuilder {
             } } }
         }
         for o in 0..<output { for r in 0..<rank { tempB.pointer[r * output + o] = bBuffer.pointer[o * rank + r] } }
-        let projection = LoRAAdapter.Projection(rank: rank, scale: scale, precision: .f32, a: aBuffer, bTransposed: tempB)
-        guard precision == .f16 else { return projection }
-        guard let half = projection.halved() else { throw error(file, .format(.io("out of memory"))) }
-        return half
+        // f32 here; LoRAAdapter.packed converts to the adapter's precision.
+        guard let projection = LoRAAdapter.Projection(rank: rank, scale: scale, inputs: input, outputs: output,
+                                                      a: aBuffer.pointer, bTransposed: tempB.pointer) else {
+            throw error(file, .format(.io("out of memory")))
+        }
+        return projection
     }
 
     /// Copies a (rows × cols) matrix, transposing when the source is stored (cols × rows).
@@ -203,7 +205,10 @@ struct ProjectionBuilder {
         guard !entries.isEmpty else { throw error(file, .empty) }
         var projections = [LoRAAdapter.Projection?](repeating: nil, count: config.layerCount * LoRATarget.allCases.count)
         for e in entries { projections[e.layer * LoRATarget.allCases.count + LoRAAdapter.targetIndex(e.target)] = e.projection }
-        return LoRAAdapter(name: name, source: file, format: format, layerCount: config.layerCount, projections: projections)
+        guard let packed = LoRAAdapter.packed(projections, layerCount: config.layerCount, precision: precision) else {
+            throw error(file, .format(.io("out of memory")))
+        }
+        return LoRAAdapter(name: name, source: file, format: format, layerCount: config.layerCount, projections: packed)
     }
 
     // MARK: PEFT

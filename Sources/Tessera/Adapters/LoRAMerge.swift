@@ -19,7 +19,7 @@ extension LlamaModel {
         func fold(_ p: LoRAAdapter.Projection, into w: FloatBuffer, rowOffset: Int, target: LoRATarget) throws(InferenceError) {
             let (inputs, outputs) = target.dimensions(c)
             guard let widened = FloatBuffer(count: p.rank * (inputs + outputs)) else { throw InferenceError.outOfMemory(bytes: p.rank * (inputs + outputs) * 4) }
-            guard let (a, bTransposed) = p.f32(inputs: inputs, outputs: outputs, scratch: widened.pointer) else { return }
+            guard let (a, bTransposed) = p.f32(scratch: widened.pointer) else { return }
             BLAS.sgemm(CblasTrans, CblasNoTrans, m: outputs, n: inputs, k: p.rank, alpha: p.scale, a: bTransposed, lda: outputs,
                        b: a, ldb: inputs, beta: 1, c: w.pointer + rowOffset * inputs, ldc: inputs)
         }

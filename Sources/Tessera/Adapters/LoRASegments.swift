@@ -74,23 +74,21 @@ struct LoRASegments {
         let shrunk = scratch.loraShrunk.pointer
         let fused = scratch.loraSegments
         var fusedCount = 0
-        var fusedInputs = 0
-        for (target, offset) in targets {
-            let (inputs, outputs) = target.dimensions(config)
-            fusedInputs = inputs
-            for segment in segments {
+        let inputs = targets.first.map { $0.target.dimensions(config).input } ?? 0
+        // Segment-major: a row's projections sit next to each other in its adapter's layer buffer.
+        for segment in segments {
+            for (target, offset) in targets {
                 guard let p = segment.adapter.projection(layer: layer, target: target) else { continue }
                 let first = segment.rows.lowerBound, rows = segment.rows.count
                 if !usesBLAS(rows) {
-                    fused[fusedCount] = tsr_lora_segment(a: UnsafeRawPointer(p.a.pointer), b_t: UnsafeRawPointer(p.bTransposed.pointer),
-                                                         rank: Int64(p.rank), scale: p.scale, row_begin: Int64(first),
-                                                         row_end: Int64(segment.rows.upperBound), type: p.precision.ggmlType,
-                                                         y_offset: Int64(offset), outputs: Int64(outputs))
+                    fused[fusedCount] = tsr_lora_segment(a: p.a, b_t: p.bTransposed, rank: Int64(p.rank), scale: p.scale,
+                                                         row_begin: Int64(first), row_end: Int64(segment.rows.upperBound),
+                                                         type: p.precision.ggmlType, y_offset: Int64(offset), outputs: Int64(p.outputs))
                     fusedCount += 1
                     continue
                 }
                 // f16 weights are widened into scratch the forward pass reserved (widenedElements).
-                guard let (a, bTransposed) = p.f32(inputs: inputs, outputs: outputs, scratch: scratch.loraWeights?.pointer) else {
+                guard let (a, bTransposed) = p.f32(scratch: scratch.loraWeights?.pointer) else {
                     assertionFailure("no scratch reserved to widen an f16 adapter")
                     continue
                 }
@@ -98,12 +96,12 @@ struct LoRASegments {
                 LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: a,
                                        outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
                 // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
-                BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
-                           b: bTransposed, ldb: outputs, beta: 1, c: output + first * outputStride + offset, ldc: outputStride)
+                BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: p.outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
+                           b: bTransposed, ldb: p.outputs, beta: 1, c: output + first * outputStride + offset, ldc: outputStride)
             }
         }
         if fusedCount > 0 {
-            tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(fusedInputs), output, Int64(outputStride))
+            tsr_lora_segments(fused, Int64(fusedCount), input, Int64(inputStride), Int64(inputs), output, Int64(outputStride))
         }
     }
 }
