@@ -216,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tessera", default=DEFAULT_TESSERA, help="tessera binary (default .build/release/tessera; built if missing)")
     ap.add_argument("--synth-tessera", default=None, help="binary for `adapters synth` (default: --tessera)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build when the default binary is missing")
+    ap.add_argument("--tessera-args", default="",
+                    help="extra options for `tessera bench-engine`, e.g. \"--adapter-precision f16\"")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PY, help="python with llama-cpp-python and gguf (default .venv-bench/bin/python)")
     ap.add_argument("--skip-peer", action="store_true", help="do not run llama.cpp (and do not convert adapters)")
     ap.add_argument("--skip-tessera", action="store_true", help="do not run tessera bench-engine (adapters are still synthesized with it)")
@@ -264,7 +266,8 @@ def main(argv=None) -> int:
         if not args.skip_tessera:
             try:
                 res["tessera"] = parse_engine_json(run(
-                    [tessera, "bench-engine", *common, "--adapters-dir", peft, "--threads", str(args.threads), "--json"],
+                    [tessera, "bench-engine", *common, "--adapters-dir", peft, "--threads", str(args.threads), "--json",
+                     *shlex.split(args.tessera_args)],
                     "tessera", args.timeout), "tessera")
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
                 print(f"error: {e}", file=sys.stderr)
