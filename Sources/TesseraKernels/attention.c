@@ -204,22 +204,28 @@ static inline float *partial_at(const attention_job *j, int64_t item, int64_t ch
     return j->partials + ((item * j->max_chunks + chunk) * j->n_heads + head) * (j->head_dim + 2);
 }
 
+// Units split across threads by work (positions, plus a fixed cost per unit), not by count: a
+// context's last chunk is usually short (544 positions are chunks of 256, 256 and 32).
 static void attention_task(void *ctx, int thread, int threads) {
     const attention_job *j = (const attention_job *)ctx;
+    enum { UNIT_COST = 16 };  // per-unit overhead, in positions
     int64_t total = 0;
-    for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * chunks_of(j->items[i].n_ctx);
-    int64_t lo, hi;
-    tsr_thread_share(total, thread, threads, &lo, &hi);
+    for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * (j->items[i].n_ctx + UNIT_COST * chunks_of(j->items[i].n_ctx));
+    // This thread takes the units whose work starts in [lo, hi).
+    const int64_t lo = total * thread / threads, hi = total * (thread + 1) / threads;
     float *s = j->scores + thread * j->n_heads * TSR_ATTENTION_CHUNK;
     const int64_t group = j->n_heads / j->n_kv_heads;
-    int64_t first = 0;  // the first unit of item i
-    for (int64_t i = 0; i < j->n_items && first < hi; i++) {
+    int64_t at = 0;
+    for (int64_t i = 0; i < j->n_items && at < hi; i++) {
         const tsr_attention_item *it = &j->items[i];
-        const int64_t chunks = chunks_of(it->n_ctx), units = j->n_kv_heads * chunks;
-        for (int64_t u = lo > first ? lo - first : 0; u < units && first + u < hi; u++) {
+        const int64_t chunks = chunks_of(it->n_ctx);
+        for (int64_t u = 0; u < j->n_kv_heads * chunks && at < hi; u++) {
             const int64_t kvh = u / chunks, c = u % chunks;
             const int64_t t0 = c * TSR_ATTENTION_CHUNK;
             const int64_t t1 = t0 + TSR_ATTENTION_CHUNK < it->n_ctx ? t0 + TSR_ATTENTION_CHUNK : it->n_ctx;
+            const int64_t start = at;
+            at += t1 - t0 + UNIT_COST;
+            if (start < lo) continue;
             float *part = partial_at(j, i, c, kvh * group);
             const int64_t stride = j->head_dim + 2;
             const int f16 = j->kv_type == TSR_GGML_F16;
@@ -227,7 +233,6 @@ static void attention_task(void *ctx, int thread, int threads) {
             else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, kvh, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
             else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, kvh, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
         }
-        first += units;
     }
 }
 
