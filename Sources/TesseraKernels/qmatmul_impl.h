@@ -359,6 +359,45 @@ QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
 // 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
 // (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
 // offset FMA for all 8 rows. A row's operations do not depend on NR.
+// x8_rows' float steps, shared by its 256- and 512-bit forms. Per block: acc[r] += Σ·d8·d (the
+// residual's d with two levels), and for one row the offset (Q4_1's minimums, Q4_0's −8·d)
+// against the activation sum inline.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_scale_block)(const int type, const uint8_t *p, const __m256i *s32,
+                                                                               const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                               int64_t b, const int NR, const int TWO, __m256 *acc, __m256 *accm) {
+    const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    for (int r = 0; r < NR; r++) {
+        const float da = TWO ? alo[r * a_stride + b].d : a[r * a_stride + b].d;
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(da)), acc[r]);
+    }
+    if (NR == 1 && type != TSR_GGML_Q8_0) {
+        const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
+        accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(TWO ? a[b].s + alo[b].s : a[b].s), accm[0]);
+    }
+}
+
+// Several rows: the offsets against the activation sums in a second pass over the group's
+// blocks (in L1 by now), for fewer live registers in the block loop. The same operations in the
+// same order as one row's inline ones: a row's bits do not change. Then out = acc + offsets.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const int type, const uint8_t *grp, int64_t nb,
+                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                          const int NR, const int TWO, __m256 *acc, __m256 *accm, __m256 *out) {
+    const int64_t gb = x8_block_bytes(type);
+    if (NR > 1 && type != TSR_GGML_Q8_0) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + b * gb;
+            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                    : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
+            for (int r = 0; r < NR; r++) {
+                const float sa = TWO ? a[r * a_stride + b].s + alo[r * a_stride + b].s : a[r * a_stride + b].s;
+                accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sa), accm[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
+}
+
 #ifndef QX8_PREFETCH
 #define QX8_PREFETCH 1024
 #endif
@@ -443,33 +482,88 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
 #endif
         }
         if (TWO) for (int r = 0; r < NR; r++) s32[r] = _mm256_add_epi32(_mm256_slli_epi32(s32[r], 8), t32[r]);
-        const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        for (int r = 0; r < NR; r++) {
-            const float da = TWO ? alo[r * a_stride + b].d : a[r * a_stride + b].d;
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(da)), acc[r]);
-        }
-        if (NR == 1 && type != TSR_GGML_Q8_0) {
-            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                    : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
-            accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(TWO ? a[b].s + alo[b].s : a[b].s), accm[0]);
-        }
+        QFN(x8_scale_block)(type, p, s32, a, alo, a_stride, b, NR, TWO, acc, accm);
     }
-    // Several rows: the offsets (Q4_1's minimums, Q4_0's −8·d) against the activation sums in a
-    // second pass over the group's blocks (in L1 by now), for fewer live registers above. The
-    // same operations in the same order as one row's inline ones: a row's bits do not change.
-    if (NR > 1 && type != TSR_GGML_Q8_0) {
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *p = grp + b * gb;
-            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                    : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
+    QFN(x8_finish)(type, grp, nb, a, alo, a_stride, NR, TWO, acc, accm, out);
+}
+
+#if QSIMD == 2
+// The same as x8_rows with 512-bit integer dot products (AVX-512 VNNI): two of a block's 32-byte
+// quant vectors per instruction, lanes 0-7 vector k and lanes 8-15 vector k+1, against the
+// activations' matching 4-byte pieces placed by one permute of the block's 32 bytes; the two
+// halves' integer sums are then added (exactly) and the float steps are x8_rows' own, so the
+// results are bit for bit those of the 256-bit code.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows512)(const int type, const uint8_t *grp, int64_t nb,
+                                                                           const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                           const int NR, const int TWO, __m256 *out) {
+    const int64_t gb = x8_block_bytes(type), qo = x8_quants_offset(type);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    // Dword d of the block's activation bytes into lanes 0-7, dword d+1 into lanes 8-15.
+    const __m512i sel[4] = {
+        _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+        _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4),
+        _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6),
+    };
+    __m256 acc[4], accm[4];
+    for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = grp + b * gb, *qs = p + qo;
+        for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        __m512i s[4], t[4];
+        for (int r = 0; r < 4; r++) s[r] = t[r] = _mm512_setzero_si512();
+        if (type == TSR_GGML_Q8_0) {
+            // Vectors 2j and 2j + 1 hold weights 8j..8j+7 of each row: activation dwords 2j, 2j + 1.
+            for (int j = 0; j < 4; j++) {
+                const __m512i w = _mm512_loadu_si512((const void *)(qs + 64 * j));
+                const __m512i u = _mm512_abs_epi8(w);
+                const __mmask64 neg = _mm512_movepi8_mask(w);
+                for (int r = 0; r < NR; r++) {
+                    const __m512i x = _mm512_permutexvar_epi32(sel[j], _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[r * a_stride + b].q)));
+                    s[r] = _mm512_dpbusd_epi32(s[r], u, _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
+                    if (TWO) {
+                        const __m512i x2 = _mm512_permutexvar_epi32(sel[j], _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)alo[r * a_stride + b].q)));
+                        t[r] = _mm512_dpbusd_epi32(t[r], u, _mm512_mask_sub_epi8(x2, neg, _mm512_setzero_si512(), x2));
+                    }
+                }
+            }
+        } else {
+            // Vectors 0-1 and 2-3: low nibbles are weights 4k.. (activation dwords k), high
+            // nibbles 16 + 4k.. (dwords 4 + k).
+            const __m512i z01 = _mm512_loadu_si512((const void *)qs), z23 = _mm512_loadu_si512((const void *)(qs + 64));
+            const __m512i lo01 = _mm512_and_si512(z01, m4), hi01 = _mm512_and_si512(_mm512_srli_epi16(z01, 4), m4);
+            const __m512i lo23 = _mm512_and_si512(z23, m4), hi23 = _mm512_and_si512(_mm512_srli_epi16(z23, 4), m4);
             for (int r = 0; r < NR; r++) {
-                const float sa = TWO ? a[r * a_stride + b].s + alo[r * a_stride + b].s : a[r * a_stride + b].s;
-                accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sa), accm[r]);
+                const __m512i x = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[r * a_stride + b].q));
+                s[r] = _mm512_dpbusd_epi32(s[r], lo01, _mm512_permutexvar_epi32(sel[0], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], lo23, _mm512_permutexvar_epi32(sel[1], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], hi01, _mm512_permutexvar_epi32(sel[2], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], hi23, _mm512_permutexvar_epi32(sel[3], x));
+                if (TWO) {
+                    const __m512i x2 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)alo[r * a_stride + b].q));
+                    t[r] = _mm512_dpbusd_epi32(t[r], lo01, _mm512_permutexvar_epi32(sel[0], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], lo23, _mm512_permutexvar_epi32(sel[1], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], hi01, _mm512_permutexvar_epi32(sel[2], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], hi23, _mm512_permutexvar_epi32(sel[3], x2));
+                }
             }
         }
+        __m256i s32[4];
+        for (int r = 0; r < NR; r++) {
+            s32[r] = _mm256_add_epi32(_mm512_castsi512_si256(s[r]), _mm512_extracti64x4_epi64(s[r], 1));
+            if (TWO) {
+                const __m256i t32 = _mm256_add_epi32(_mm512_castsi512_si256(t[r]), _mm512_extracti64x4_epi64(t[r], 1));
+                s32[r] = _mm256_add_epi32(_mm256_slli_epi32(s32[r], 8), t32);
+            }
+        }
+        QFN(x8_scale_block)(type, p, s32, a, alo, a_stride, b, NR, TWO, acc, accm);
     }
-    for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
+    QFN(x8_finish)(type, grp, nb, a, alo, a_stride, NR, TWO, acc, accm, out);
 }
+#define QX8_ROWS QFN(x8_rows512)
+#else
+#define QX8_ROWS QFN(x8_rows)
+#endif
 
 // Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
 // outside [g0, g1) are computed and dropped.
@@ -486,17 +580,17 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
             if (alo) { \
                 switch (nr) { \
-                case 1: QFN(x8_rows)(T, gp, nb, a, alo, nb, 1, 1, o); break; \
-                case 2: QFN(x8_rows)(T, gp, nb, a, alo, nb, 2, 1, o); break; \
-                case 3: QFN(x8_rows)(T, gp, nb, a, alo, nb, 3, 1, o); break; \
-                default: QFN(x8_rows)(T, gp, nb, a, alo, nb, 4, 1, o); break; \
+                case 1: QX8_ROWS(T, gp, nb, a, alo, nb, 1, 1, o); break; \
+                case 2: QX8_ROWS(T, gp, nb, a, alo, nb, 2, 1, o); break; \
+                case 3: QX8_ROWS(T, gp, nb, a, alo, nb, 3, 1, o); break; \
+                default: QX8_ROWS(T, gp, nb, a, alo, nb, 4, 1, o); break; \
                 } \
             } else { \
                 switch (nr) { \
-                case 1: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 1, 0, o); break; \
-                case 2: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 2, 0, o); break; \
-                case 3: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 3, 0, o); break; \
-                default: QFN(x8_rows)(T, gp, nb, a, NULL, nb, 4, 0, o); break; \
+                case 1: QX8_ROWS(T, gp, nb, a, NULL, nb, 1, 0, o); break; \
+                case 2: QX8_ROWS(T, gp, nb, a, NULL, nb, 2, 0, o); break; \
+                case 3: QX8_ROWS(T, gp, nb, a, NULL, nb, 3, 0, o); break; \
+                default: QX8_ROWS(T, gp, nb, a, NULL, nb, 4, 0, o); break; \
                 } \
             } \
             for (int64_t r = 0; r < nr; r++) { \
@@ -516,6 +610,7 @@ QX8_SPAN(TSR_GGML_Q4_0, x8_span_q4_0)
 QX8_SPAN(TSR_GGML_Q4_1, x8_span_q4_1)
 QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
 #undef QX8_SPAN
+#undef QX8_ROWS
 #undef QIDOT
 #endif
 
