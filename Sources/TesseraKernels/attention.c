@@ -84,6 +84,12 @@ static inline __attribute__((always_inline)) void NAME(const tsr_attention_item 
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
         const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd + kvh * HD; \
+        /* The next block's values of this kv head (bs rows of HD elements) on their way. */ \
+        if (t + n < t1) { \
+            const T *nv = vl + (int64_t)it->block_table[(t + n) / bs] * bs * kvd + kvh * HD; \
+            for (int64_t i = 0; i < bs; i++) \
+                for (int64_t o = 0; o < HD * (int64_t)sizeof(T); o += 64) __builtin_prefetch((const char *)(nv + i * kvd) + o); \
+        } \
         for (int64_t i = 0; i < n; i++) { \
             const T *vr = vb + i * kvd; \
             float v[128]; \
@@ -117,6 +123,11 @@ static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
         const T *kt = kl + (int64_t)it->block_table[t / bs] * bs * kvd + kvh * hd * bs + off; \
+        /* The next block's keys of this kv head (hd·bs elements, contiguous) on their way. */ \
+        if (t + n < t1) { \
+            const char *nk = (const char *)(kl + (int64_t)it->block_table[(t + n) / bs] * bs * kvd + kvh * hd * bs); \
+            for (int64_t o = 0; o < hd * bs * (int64_t)sizeof(T); o += 64) __builtin_prefetch(nk + o); \
+        } \
         int64_t i = 0; \
         for (int64_t g0 = 0; g0 < group; g0 += 4) { \
             const float *q = it->q + (kvh * group + g0) * hd; \
