@@ -48,14 +48,21 @@ final class EngineTests: XCTestCase {
     }
 
     func testGreedyEngineOutputEqualsTheGenerator() async throws {
-        let engine = try Engine(model: model, tokenizer: nil)
-        let prompt: [Int32] = [5, 9, 300, 41, 7]
-        let out = await Self.collect(engine.submit(request("t", adapter: nil, prompt: prompt, max: 10)))
-        let reference = try Generator(model: model, tokenizer: nil).generate(GenerationRequest(promptTokens: prompt, maxTokens: 10, ignoreEOS: true))
-        XCTAssertEqual(out.tokens, reference.tokenIds)
-        XCTAssertEqual(out.reason, .length)
-        XCTAssertEqual(out.logprobs.count, 10)
-        engine.stop()
+        // The f16 KV cache too: the engine's pool takes the model's precision, as makeCache does.
+        let f16 = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"), options: .init(kvCache: .f16))
+        var blocks: [Int] = []
+        for model in [self.model, f16] {
+            let engine = try Engine(model: model, tokenizer: nil)
+            blocks.append(engine.statistics.kvBlocksTotal)
+            let prompt: [Int32] = [5, 9, 300, 41, 7]
+            let out = await Self.collect(engine.submit(request("t", adapter: nil, prompt: prompt, max: 10)))
+            let reference = try Generator(model: model, tokenizer: nil).generate(GenerationRequest(promptTokens: prompt, maxTokens: 10, ignoreEOS: true))
+            XCTAssertEqual(out.tokens, reference.tokenIds, "KV \(model.kvPrecision)")
+            XCTAssertEqual(out.reason, .length)
+            XCTAssertEqual(out.logprobs.count, 10)
+            engine.stop()
+        }
+        XCTAssertEqual(blocks[1], 2 * blocks[0], "an f16 pool holds twice the blocks in the same memory")
     }
 
     /// The same request gives the same tokens alone and inside a busy batch of other tenants'
