@@ -49,6 +49,10 @@ public final class LlamaModel: Sendable {
     public let activations: ActivationPrecision
     /// Precision of the KV caches `makeCache` makes (and the engine's pool), chosen at load.
     public let kvPrecision: KVPrecision
+    /// LoRA targets per projection input, with their column offsets in the projection's output
+    /// (q, k, v and gate, up each go to one fused call); made once here, not per pass.
+    let loraTargets: (qkv: [(target: LoRATarget, offset: Int)], o: [(target: LoRATarget, offset: Int)],
+                      gateUp: [(target: LoRATarget, offset: Int)], down: [(target: LoRATarget, offset: Int)])
 
     init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f32) {
         self.config = config
@@ -56,6 +60,8 @@ public final class LlamaModel: Sendable {
         self.source = source
         self.activations = activations
         self.kvPrecision = kvPrecision
+        let qd = config.queryDimension, kvd = config.kvDimension
+        loraTargets = ([(.q, 0), (.k, qd), (.v, qd + kvd)], [(.o, 0)], [(.gate, 0), (.up, config.intermediateSize)], [(.down, 0)])
     }
 
     /// Bytes of weights: in their stored type (read in place from the mapped file) plus what
@@ -169,12 +175,7 @@ public final class LlamaModel: Sendable {
             tsr_rope_angles(ropeCos + i * half, ropeSin + i * half, Int64(batch.positions[i]), Int64(c.ropeDimension), c.ropeTheta)
         }
         let scale = 1 / Float(c.headDimension).squareRoot()
-        // LoRA targets per input, with their column offsets in the projection's output (built
-        // once per pass; q, k, v and gate, up each go to one fused call).
-        let qkvTargets: [(target: LoRATarget, offset: Int)] = [(.q, 0), (.k, qd), (.v, qd + kvd)]
-        let oTargets: [(target: LoRATarget, offset: Int)] = [(.o, 0)]
-        let gateUpTargets: [(target: LoRATarget, offset: Int)] = [(.gate, 0), (.up, ff)]
-        let downTargets: [(target: LoRATarget, offset: Int)] = [(.down, 0)]
+        let (qkvTargets, oTargets, gateUpTargets, downTargets) = loraTargets
 
         for (l, w) in weights.layers.enumerated() {
             // Attention block: x += Wo · attention(rope(Wq·n), rope(Wk·n), Wv·n), n = rmsnorm(x)
