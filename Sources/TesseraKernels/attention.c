@@ -152,8 +152,15 @@ static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64
     } \
     for (int64_t g = 0; g < group; g++) { \
         float *sg = s + g * ss; \
-        float m = sg[0]; \
-        for (int64_t i = 1; i < len; i++) m = sg[i] > m ? sg[i] : m; \
+        /* The max in 16 lanes (a vertical max the compiler vectorises), then across them. */ \
+        float mm[16]; \
+        for (int j = 0; j < 16; j++) mm[j] = sg[0]; \
+        int64_t i0 = 0; \
+        for (; i0 + 16 <= len; i0 += 16) \
+            for (int j = 0; j < 16; j++) mm[j] = sg[i0 + j] > mm[j] ? sg[i0 + j] : mm[j]; \
+        float m = mm[0]; \
+        for (int j = 1; j < 16; j++) m = mm[j] > m ? mm[j] : m; \
+        for (; i0 < len; i0++) m = sg[i0] > m ? sg[i0] : m; \
         float l = 0; \
         { \
             _Pragma("clang fp reassociate(on)") \
