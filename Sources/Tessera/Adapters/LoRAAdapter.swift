@@ -101,15 +101,16 @@ public final class LoRAAdapter: @unchecked Sendable {
         var result = projections
         for l in 0..<layerCount {
             let layer = projections[(l * targets)..<((l + 1) * targets)]
-            let bytes = layer.reduce(0) { $0 + ($1.map { ($0.rank * ($0.inputs + $0.outputs) * es + 63) / 64 * 64 } ?? 0) }
+            // Each projection 64-byte aligned within the layer's buffer.
+            func span(_ p: Projection) -> Int { (p.rank * (p.inputs + p.outputs) * es + 63) / 64 * 64 }
+            let bytes = layer.reduce(0) { $0 + ($1.map(span) ?? 0) }
             guard bytes > 0 else { continue }
             guard let storage = FloatBuffer(count: (bytes + 3) / 4) else { return nil }
             var offset = 0
             for (i, p) in zip(layer.indices, layer) {
                 guard let p else { continue }
                 result[i] = p.copied(to: storage, at: offset, precision: precision)
-                // Keep each A 64-byte aligned within the layer's buffer.
-                offset += (p.rank * (p.inputs + p.outputs) * es + 63) / 64 * 64
+                offset += span(p)
             }
         }
         return result

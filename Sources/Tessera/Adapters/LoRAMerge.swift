@@ -18,8 +18,9 @@ extension LlamaModel {
         /// weight rows [rowOffset, rowOffset + out) of a (·, in) matrix += s · Bᵀᵀ · A.
         func fold(_ p: LoRAAdapter.Projection, into w: FloatBuffer, rowOffset: Int, target: LoRATarget) throws(InferenceError) {
             let (inputs, outputs) = target.dimensions(c)
-            guard let widened = FloatBuffer(count: p.rank * (inputs + outputs)) else { throw InferenceError.outOfMemory(bytes: p.rank * (inputs + outputs) * 4) }
-            guard let (a, bTransposed) = p.f32(scratch: widened.pointer) else { return }
+            // f16 adapters are widened first (f32 ones are read in place).
+            let widened = p.precision == .f16 ? FloatBuffer(count: p.rank * (inputs + outputs)) : nil
+            guard let (a, bTransposed) = p.f32(scratch: widened?.pointer) else { throw InferenceError.outOfMemory(bytes: p.rank * (inputs + outputs) * 4) }
             BLAS.sgemm(CblasTrans, CblasNoTrans, m: outputs, n: inputs, k: p.rank, alpha: p.scale, a: bTransposed, lda: outputs,
                        b: a, ldb: inputs, beta: 1, c: w.pointer + rowOffset * inputs, ldc: inputs)
         }

@@ -1,0 +1,308 @@
+// Rows interleaved by 8 (TSR_LAYOUT_X8): the kernels of one instruction-set variant.
+// qmatmul_impl.h includes this file inside each variant (QFN, QSIMD, QTARGET and H2F defined,
+// and x8_block_bytes / x8_quants_offset from qmatmul.c in scope). No include guard on purpose.
+
+#if QSIMD != 0
+// x8_rows' float steps, shared by its 256- and 512-bit forms. Per block: acc[r] += Σ·d8·d (the
+// residual's d with two levels), and for one row the offset (Q4_1's minimums, Q4_0's −8·d)
+// against the activation sum inline.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_scale_block)(const int type, const uint8_t *p, const __m256i *s32,
+                                                                               const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                               int64_t b, const int NR, const int TWO, __m256 *acc, __m256 *accm) {
+    const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    for (int r = 0; r < NR; r++) {
+        const float da = TWO ? alo[r * a_stride + b].d : a[r * a_stride + b].d;
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(da)), acc[r]);
+    }
+    if (NR == 1 && type != TSR_GGML_Q8_0) {
+        const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
+        accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(TWO ? a[b].s + alo[b].s : a[b].s), accm[0]);
+    }
+}
+
+// Several rows: the offsets against the activation sums in a second pass over the group's
+// blocks (in L1 by now), for fewer live registers in the block loop. The same operations in the
+// same order as one row's inline ones: a row's bits do not change. Then out = acc + offsets.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const int type, const uint8_t *grp, int64_t nb,
+                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                          const int NR, const int TWO, __m256 *acc, __m256 *accm, __m256 *out) {
+    const int64_t gb = x8_block_bytes(type);
+    if (NR > 1 && type != TSR_GGML_Q8_0) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *p = grp + b * gb;
+            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                                    : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
+            for (int r = 0; r < NR; r++) {
+                const float sa = TWO ? a[r * a_stride + b].s + alo[r * a_stride + b].s : a[r * a_stride + b].s;
+                accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sa), accm[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
+}
+
+// Rows interleaved by 8 (TSR_LAYOUT_X8): one group of 8 output rows against NR activation rows
+// (1..4); out[r] gets the 8 rows' sums. Per block and activation row: 8 multiplies of 8 rows ×
+// 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
+// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
+// offset FMA for all 8 rows. A row's operations do not depend on NR.
+#ifndef QX8_PREFETCH
+#define QX8_PREFETCH 1024
+#endif
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
+                                                                        const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                        const int NR, const int TWO, __m256 *out) {
+    const int64_t gb = x8_block_bytes(type), qo = x8_quants_offset(type);
+    const __m256i m4 = _mm256_set1_epi8(15);
+#if QSIMD == 1
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
+    __m256 acc[4], accm[4];
+    for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = grp + b * gb, *qs = p + qo;
+        for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        // s32: the 8-bit values' integer sums; t32 (TWO): the residuals', combined exactly as
+        // 256·s32 + t32 (the residual's scale is the block's / 256).
+        __m256i s32[4], t32[4];
+        if (type == TSR_GGML_Q8_0) {
+            for (int r = 0; r < 4; r++) s32[r] = t32[r] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                const __m256i u = _mm256_sign_epi8(w, w);
+                for (int r = 0; r < NR; r++) {
+                    int32_t piece;
+                    memcpy(&piece, a[r * a_stride + b].q + 4 * k, 4);
+                    const __m256i q = _mm256_sign_epi8(_mm256_set1_epi32(piece), w);
+#if QSIMD == 1
+                    s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), ones));
+#else
+                    s32[r] = _mm256_dpbusd_epi32(s32[r], u, q);
+#endif
+                    if (TWO) {
+                        memcpy(&piece, alo[r * a_stride + b].q + 4 * k, 4);
+                        const __m256i q2 = _mm256_sign_epi8(_mm256_set1_epi32(piece), w);
+#if QSIMD == 1
+                        t32[r] = _mm256_add_epi32(t32[r], _mm256_madd_epi16(_mm256_maddubs_epi16(u, q2), ones));
+#else
+                        t32[r] = _mm256_dpbusd_epi32(t32[r], u, q2);
+#endif
+                    }
+                }
+            }
+        } else {
+#if QSIMD == 1
+            __m256i s16[4], t16[4];
+            for (int r = 0; r < 4; r++) s16[r] = t16[r] = _mm256_setzero_si256();
+#else
+            for (int r = 0; r < 4; r++) s32[r] = t32[r] = _mm256_setzero_si256();
+#endif
+            for (int k = 0; k < 4; k++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int r = 0; r < NR; r++) {
+                    int32_t plo, phi;
+                    memcpy(&plo, a[r * a_stride + b].q + 4 * k, 4);
+                    memcpy(&phi, a[r * a_stride + b].q + 16 + 4 * k, 4);
+#if QSIMD == 1
+                    s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                                       _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+#else
+                    s32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
+#endif
+                    if (TWO) {
+                        memcpy(&plo, alo[r * a_stride + b].q + 4 * k, 4);
+                        memcpy(&phi, alo[r * a_stride + b].q + 16 + 4 * k, 4);
+#if QSIMD == 1
+                        t16[r] = _mm256_add_epi16(t16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                                           _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+#else
+                        t32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(t32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
+#endif
+                    }
+                }
+            }
+#if QSIMD == 1
+            for (int r = 0; r < NR; r++) {
+                s32[r] = _mm256_madd_epi16(s16[r], ones);
+                if (TWO) t32[r] = _mm256_madd_epi16(t16[r], ones);
+            }
+#endif
+        }
+        if (TWO) for (int r = 0; r < NR; r++) s32[r] = _mm256_add_epi32(_mm256_slli_epi32(s32[r], 8), t32[r]);
+        QFN(x8_scale_block)(type, p, s32, a, alo, a_stride, b, NR, TWO, acc, accm);
+    }
+    QFN(x8_finish)(type, grp, nb, a, alo, a_stride, NR, TWO, acc, accm, out);
+}
+
+#if QSIMD == 2
+// The same as x8_rows with 512-bit integer dot products (AVX-512 VNNI): two of a block's 32-byte
+// quant vectors per instruction, lanes 0-7 vector k and lanes 8-15 vector k+1, against the
+// activations' matching 4-byte pieces placed by one permute of the block's 32 bytes; the two
+// halves' integer sums are then added (exactly) and the float steps are x8_rows' own, so the
+// results are bit for bit those of the 256-bit code.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows512)(const int type, const uint8_t *grp, int64_t nb,
+                                                                           const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                           const int NR, const int TWO, __m256 *out) {
+    const int64_t gb = x8_block_bytes(type), qo = x8_quants_offset(type);
+    const __m512i m4 = _mm512_set1_epi8(15);
+    // Dword d of the block's activation bytes into lanes 0-7, dword d+1 into lanes 8-15.
+    const __m512i sel[4] = {
+        _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+        _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4),
+        _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6),
+    };
+    __m256 acc[4], accm[4];
+    for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = grp + b * gb, *qs = p + qo;
+        for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        __m512i s[4], t[4];
+        for (int r = 0; r < 4; r++) s[r] = t[r] = _mm512_setzero_si512();
+        if (type == TSR_GGML_Q8_0) {
+            // Vectors 2j and 2j + 1 hold weights 8j..8j+7 of each row: activation dwords 2j, 2j + 1.
+            for (int j = 0; j < 4; j++) {
+                const __m512i w = _mm512_loadu_si512((const void *)(qs + 64 * j));
+                const __m512i u = _mm512_abs_epi8(w);
+                const __mmask64 neg = _mm512_movepi8_mask(w);
+                for (int r = 0; r < NR; r++) {
+                    const __m512i x = _mm512_permutexvar_epi32(sel[j], _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[r * a_stride + b].q)));
+                    s[r] = _mm512_dpbusd_epi32(s[r], u, _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x));
+                    if (TWO) {
+                        const __m512i x2 = _mm512_permutexvar_epi32(sel[j], _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)alo[r * a_stride + b].q)));
+                        t[r] = _mm512_dpbusd_epi32(t[r], u, _mm512_mask_sub_epi8(x2, neg, _mm512_setzero_si512(), x2));
+                    }
+                }
+            }
+        } else {
+            // Vectors 0-1 and 2-3: low nibbles are weights 4k.. (activation dwords k), high
+            // nibbles 16 + 4k.. (dwords 4 + k).
+            const __m512i z01 = _mm512_loadu_si512((const void *)qs), z23 = _mm512_loadu_si512((const void *)(qs + 64));
+            const __m512i lo01 = _mm512_and_si512(z01, m4), hi01 = _mm512_and_si512(_mm512_srli_epi16(z01, 4), m4);
+            const __m512i lo23 = _mm512_and_si512(z23, m4), hi23 = _mm512_and_si512(_mm512_srli_epi16(z23, 4), m4);
+            for (int r = 0; r < NR; r++) {
+                const __m512i x = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[r * a_stride + b].q));
+                s[r] = _mm512_dpbusd_epi32(s[r], lo01, _mm512_permutexvar_epi32(sel[0], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], lo23, _mm512_permutexvar_epi32(sel[1], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], hi01, _mm512_permutexvar_epi32(sel[2], x));
+                s[r] = _mm512_dpbusd_epi32(s[r], hi23, _mm512_permutexvar_epi32(sel[3], x));
+                if (TWO) {
+                    const __m512i x2 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)alo[r * a_stride + b].q));
+                    t[r] = _mm512_dpbusd_epi32(t[r], lo01, _mm512_permutexvar_epi32(sel[0], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], lo23, _mm512_permutexvar_epi32(sel[1], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], hi01, _mm512_permutexvar_epi32(sel[2], x2));
+                    t[r] = _mm512_dpbusd_epi32(t[r], hi23, _mm512_permutexvar_epi32(sel[3], x2));
+                }
+            }
+        }
+        __m256i s32[4];
+        for (int r = 0; r < NR; r++) {
+            s32[r] = _mm256_add_epi32(_mm512_castsi512_si256(s[r]), _mm512_extracti64x4_epi64(s[r], 1));
+            if (TWO) {
+                const __m256i t32 = _mm256_add_epi32(_mm512_castsi512_si256(t[r]), _mm512_extracti64x4_epi64(t[r], 1));
+                s32[r] = _mm256_add_epi32(_mm256_slli_epi32(s32[r], 8), t32);
+            }
+        }
+        QFN(x8_scale_block)(type, p, s32, a, alo, a_stride, b, NR, TWO, acc, accm);
+    }
+    QFN(x8_finish)(type, grp, nb, a, alo, a_stride, NR, TWO, acc, accm, out);
+}
+#define QX8_ROWS QFN(x8_rows512)
+#else
+#define QX8_ROWS QFN(x8_rows)
+#endif
+
+// Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
+// outside [g0, g1) are computed and dropped.
+#define QX8_SPAN(T, NAME) \
+QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
+    const int64_t nb = j->inputs / 32, gbytes = nb * x8_block_bytes(T); \
+    const __m256 alpha = _mm256_set1_ps(j->alpha); \
+    for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
+        const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \
+        const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
+        for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
+            __m256 o[4]; \
+            const tsr_q8_block *a = j->xq + r0 * nb, *alo = j->xq_lo ? j->xq_lo + r0 * nb : NULL; \
+            const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
+            if (alo) { \
+                switch (nr) { \
+                case 1: QX8_ROWS(T, gp, nb, a, alo, nb, 1, 1, o); break; \
+                case 2: QX8_ROWS(T, gp, nb, a, alo, nb, 2, 1, o); break; \
+                case 3: QX8_ROWS(T, gp, nb, a, alo, nb, 3, 1, o); break; \
+                default: QX8_ROWS(T, gp, nb, a, alo, nb, 4, 1, o); break; \
+                } \
+            } else { \
+                switch (nr) { \
+                case 1: QX8_ROWS(T, gp, nb, a, NULL, nb, 1, 0, o); break; \
+                case 2: QX8_ROWS(T, gp, nb, a, NULL, nb, 2, 0, o); break; \
+                case 3: QX8_ROWS(T, gp, nb, a, NULL, nb, 3, 0, o); break; \
+                default: QX8_ROWS(T, gp, nb, a, NULL, nb, 4, 0, o); break; \
+                } \
+            } \
+            for (int64_t r = 0; r < nr; r++) { \
+                float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8; \
+                const __m256 v = _mm256_mul_ps(o[r], alpha); \
+                if (l0 == 0 && l1 == 8) { \
+                    _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v); \
+                } else { \
+                    float t_[8]; \
+                    _mm256_storeu_ps(t_, v); \
+                    for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l]; \
+                } \
+            } \
+        } \
+    } }
+QX8_SPAN(TSR_GGML_Q4_0, x8_span_q4_0)
+QX8_SPAN(TSR_GGML_Q4_1, x8_span_q4_1)
+QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
+#undef QX8_SPAN
+#undef QX8_ROWS
+#endif
+
+#if QSIMD == 0
+// Rows interleaved by 8, one output row at a time (the portable reference for x8_rows).
+static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
+    const int type = p->type;
+    const int64_t nb = j->inputs / 32, gb = tsr_x8_group_block_bytes(type), qo = x8_quants_offset(type);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;
+        const int64_t lane = g % 8;
+        for (int64_t r = 0; r < j->rows; r++) {
+            float acc = 0, accm = 0;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *db = grp + b * gb, *qs = db + qo;
+                const tsr_q8_block *ab = j->xq + r * nb + b, *al = j->xq_lo ? j->xq_lo + r * nb + b : NULL;
+                const float d = H2F(q_u16(db + 2 * lane));
+                int32_t sum = 0, sum_lo = 0;
+                if (type == TSR_GGML_Q8_0) {
+                    for (int k = 0; k < 8; k++)
+                        for (int i = 0; i < 4; i++) {
+                            const int32_t w = (int8_t)qs[32 * k + 4 * lane + i];
+                            sum += w * ab->q[4 * k + i];
+                            if (al) sum_lo += w * al->q[4 * k + i];
+                        }
+                } else {
+                    for (int k = 0; k < 4; k++)
+                        for (int i = 0; i < 4; i++) {
+                            const uint8_t v = qs[32 * k + 4 * lane + i];
+                            sum += (int32_t)(v & 15) * ab->q[4 * k + i] + (int32_t)(v >> 4) * ab->q[16 + 4 * k + i];
+                            if (al) sum_lo += (int32_t)(v & 15) * al->q[4 * k + i] + (int32_t)(v >> 4) * al->q[16 + 4 * k + i];
+                        }
+                }
+                // With the residual: 256·sum + sum_lo at the residual's scale (the block's / 256).
+                if (al) sum = sum * 256 + sum_lo;
+                const float sa = al ? ab->s + al->s : ab->s;
+                acc += (float)sum * (d * (al ? al->d : ab->d));
+                if (type == TSR_GGML_Q4_1) accm += H2F(q_u16(db + 16 + 2 * lane)) * sa;
+                else if (type == TSR_GGML_Q4_0) accm += (-8.0f * d) * sa;
+            }
+            acc += accm;
+            float *dst = j->y + r * j->y_stride + p->out_offset + g;
+            *dst = j->accumulate ? *dst + acc * j->alpha : acc * j->alpha;
+        }
+    }
+}
+#endif
