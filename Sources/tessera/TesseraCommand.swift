@@ -35,8 +35,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Rows of quantized weights: interleaved (Q4_0/Q4_1/Q8_0 regrouped 8 rows at a time at load, for the fast kernel) or stored (read in place from the file).")
     var weightLayout: WeightLayout = .interleaved
 
-    @Option(help: "KV cache precision: f32 (the f32 path's numbers) or f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads).")
-    var kvCache: KVPrecision = .f32
+    @Option(help: "KV cache precision: f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads; greedy tokens stay the f32 path's on SmolLM2) or f32 (with --activations f32: the f32 path's numbers).")
+    var kvCache: KVPrecision = .f16
 
     @Option(help: "Precision adapters are held in: f32 (PEFT's numbers) or f16 (half the memory, and half the bytes a batch of many adapters reads per step).")
     var adapterPrecision: AdapterPrecision = .f32

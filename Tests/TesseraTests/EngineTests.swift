@@ -48,10 +48,11 @@ final class EngineTests: XCTestCase {
     }
 
     func testGreedyEngineOutputEqualsTheGenerator() async throws {
-        // The f16 KV cache too: the engine's pool takes the model's precision, as makeCache does.
-        let f16 = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"), options: .init(kvCache: .f16))
+        // Both KV precisions: the engine's pool takes the model's, as makeCache does.
+        let path = Fixtures.path("tiny/llama-untied/model.gguf")
+        let f32 = try LlamaModel.load(path: path, options: .init(kvCache: .f32)), f16 = try LlamaModel.load(path: path, options: .init(kvCache: .f16))
         var blocks: [Int] = []
-        for model in [self.model, f16] {
+        for model in [f32, f16] {
             let engine = try Engine(model: model, tokenizer: nil)
             blocks.append(engine.statistics.kvBlocksTotal)
             let prompt: [Int32] = [5, 9, 300, 41, 7]

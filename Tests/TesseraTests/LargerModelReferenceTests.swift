@@ -13,7 +13,9 @@ final class LargerModelReferenceTests: XCTestCase {
 
     func load(_ activations: ActivationPrecision) throws -> LlamaModel {
         ComputeThreads.configure(threads: 2)
-        let model = try LlamaModel.load(path: Fixtures.path("larger/model.gguf"), options: .init(activations: activations))
+        // The f32 path: f32 activations and an f32 KV cache; the others with the default f16 cache.
+        let model = try LlamaModel.load(path: Fixtures.path("larger/model.gguf"),
+                                        options: .init(activations: activations, kvCache: activations == .f32 ? .f32 : .f16))
         XCTAssertEqual(Set(model.weightTypes.keys), ["Q8_0", "Q4_K", "Q6_K", "Q4_0", "Q4_1"])
         XCTAssertLessThan(model.allocatedWeightBytes, 64 * 1024, "weights are read in place, not copied")
         return model

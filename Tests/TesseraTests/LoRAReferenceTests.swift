@@ -14,7 +14,7 @@ final class LoRAReferenceTests: XCTestCase {
     @discardableResult
     func check(adapterPath: String, reference: String, base: String, kernel: LoRAKernel = .automatic,
                precision: AdapterPrecision = .f32, tolerance: Float = 1e-4) throws -> Float {
-        let model = try LlamaModel.load(path: Fixtures.path(base))
+        let model = try LlamaModel.load(path: Fixtures.path(base), options: .init(kvCache: .f32))
         let adapter = try LoRAAdapter.load(path: Fixtures.path(adapterPath), base: model.config, precision: precision)
         XCTAssertEqual(adapter.precision, precision)
         var worst: Float = 0
@@ -88,7 +88,7 @@ final class LoRAReferenceTests: XCTestCase {
     /// Rows of four adapters (two held in f32, two in f16) and one base row in one forward pass
     /// equal each row computed alone.
     func testMixedBatchRowsEqualEachRowAlone() throws {
-        let model = try LlamaModel.load(path: Fixtures.path(Self.bases[1]))
+        let model = try LlamaModel.load(path: Fixtures.path(Self.bases[1]), options: .init(kvCache: .f32))
         let names = ["all-targets", "qv-rslora", "layers-subset", "large-rank"]
         let adapters = try names.enumerated().map { i, name in
             try LoRAAdapter.load(path: Fixtures.path("lora/\(name)"), base: model.config, precision: i % 2 == 0 ? .f32 : .f16)
@@ -126,7 +126,7 @@ final class LoRAReferenceTests: XCTestCase {
 /// Merging folds the delta into a copy of the targeted weights; the base stays as it was.
 final class LoRAMergeTests: XCTestCase {
     func testMergedModelMatchesUnmergedAndLeavesTheBaseUntouched() throws {
-        let base = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"))
+        let base = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"), options: .init(kvCache: .f32))
         let tokens: [Int32] = [3, 1, 4, 1, 5, 9, 2, 6]
         let before = try allLogits(base, tokens: tokens)
         for name in ["all-targets", "layers-subset"] {

@@ -6,7 +6,7 @@ import XCTest
 final class PagedKVCacheTests: XCTestCase {
     func testPagedCacheEqualsContiguousCache() throws {
         let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-tied/model.gguf"))
-        let pool = try KVBlockPool(config: model.config, blockSize: 4, blockCount: 32)
+        let pool = try KVBlockPool(config: model.config, blockSize: 4, blockCount: 32, precision: model.kvPrecision)
         // Interleave two sequences' allocations so their blocks are not contiguous.
         let a = KVCache(pool: pool), b = KVCache(pool: pool)
         for n in stride(from: 4, through: 40, by: 4) {

@@ -84,7 +84,7 @@ final class QuantizedModelTests: XCTestCase {
     func testStoredKernelAndTilesAgreeOnAQuantizedModel() throws {
         // The same 24 rows through the weight-type kernel and through dequantized tiles + sgemm
         // (fed f32 activations): only float rounding separates them.
-        let exact = try LlamaModel.load(path: Fixtures.defaultModelPath(), options: .init(activations: .f32))
+        let exact = try LlamaModel.load(path: Fixtures.defaultModelPath(), options: .init(activations: .f32, kvCache: .f32))
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33, 33, 2215, 701, 30]
         let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
         defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }

@@ -7,7 +7,7 @@ final class TinyModelLogitsTests: XCTestCase {
     static let variants = ["llama-tied", "llama-untied", "llama-bf16"]
 
     func check(variant: String, path: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let model = try LlamaModel.load(path: path)
+        let model = try LlamaModel.load(path: path, options: .init(kvCache: .f32))
         let reference = try Fixtures.json("tiny/\(variant)/logits.json")
         let sequences = try XCTUnwrap(reference["sequences"] as? [[Any]])
         let logits = try XCTUnwrap(reference["logits"] as? [[[Any]]])
@@ -47,7 +47,7 @@ final class TinyModelLogitsTests: XCTestCase {
 
     /// Decoding one token at a time through the KV cache gives the logits of a full forward.
     func testIncrementalDecodingMatchesFullSequence() throws {
-        let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"))
+        let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"), options: .init(kvCache: .f32))
         let tokens: [Int32] = [5, 77, 300, 12, 511, 0, 42, 42, 9, 100]
         let full = try allLogits(model, tokens: tokens)
         let cache = try model.makeCache(capacity: tokens.count)
@@ -63,7 +63,7 @@ final class TinyModelLogitsTests: XCTestCase {
 
     /// Two sequences in one batch give the same logits as each alone: no state crosses rows.
     func testRowsOfDifferentSequencesDoNotInteract() throws {
-        let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-tied/model.gguf"))
+        let model = try LlamaModel.load(path: Fixtures.path("tiny/llama-tied/model.gguf"), options: .init(kvCache: .f32))
         let a: [Int32] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
         let b: [Int32] = [400, 3]
         let aloneA = try allLogits(model, tokens: a)
@@ -89,7 +89,7 @@ final class MistralConfigTests: XCTestCase {
         config["architectures"] = ["MistralForCausalLM"]
         config["sliding_window"] = 64
         try JSONSerialization.data(withJSONObject: config).write(to: url)
-        let model = try LlamaModel.load(path: dir.path)
+        let model = try LlamaModel.load(path: dir.path, options: .init(kvCache: .f32))
         XCTAssertEqual(model.config.architecture, "mistral")
         XCTAssertEqual(model.config.contextLength, 64, "context capped at the sliding window, where the math stays exact")
         let reference = try Fixtures.json("tiny/llama-untied/logits.json")

@@ -54,7 +54,7 @@ public final class LlamaModel: Sendable {
     let loraTargets: (qkv: [(target: LoRATarget, offset: Int)], o: [(target: LoRATarget, offset: Int)],
                       gateUp: [(target: LoRATarget, offset: Int)], down: [(target: LoRATarget, offset: Int)])
 
-    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f32) {
+    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f16) {
         self.config = config
         self.weights = weights
         self.source = source

@@ -11,10 +11,10 @@ public struct ModelLoadOptions: Sendable {
     /// How block-quantized rows are laid out in memory (see ``WeightLayout``).
     public var layout: WeightLayout
     /// Precision of the KV caches made for the model (``LlamaModel/makeCache(capacity:)``, the
-    /// engine's pool).
+    /// engine's pool): f16 by default (see ``KVPrecision``).
     public var kvCache: KVPrecision
 
-    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8x2, layout: WeightLayout = .interleaved, kvCache: KVPrecision = .f32) {
+    public init(weightMemory: Int = 0, activations: ActivationPrecision = .q8x2, layout: WeightLayout = .interleaved, kvCache: KVPrecision = .f16) {
         self.weightMemory = weightMemory
         self.activations = activations
         self.layout = layout
