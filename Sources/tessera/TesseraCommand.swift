@@ -38,8 +38,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "KV cache precision: f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads; greedy tokens stay the f32 path's on SmolLM2) or f32 (with --activations f32: the f32 path's numbers).")
     var kvCache: KVPrecision = .f16
 
-    @Option(help: "Precision adapters are held in: f32 (PEFT's numbers) or f16 (half the memory, and half the bytes a batch of many adapters reads per step).")
-    var adapterPrecision: AdapterPrecision = .f32
+    @Option(help: "Precision adapters are held in: f16 (half the memory, and half the bytes a batch of many adapters reads per step; an adapter with weights beyond f16's range stays f32) or f32 (PEFT's numbers).")
+    var adapterPrecision: AdapterPrecision = .f16
 
     /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
     func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {

@@ -85,6 +85,29 @@ final class LoRAReferenceTests: XCTestCase {
         XCTAssertEqual(gguf.scales, [2.0])
     }
 
+    /// Adapters are held in f16 by default; one with a weight beyond f16's range (65504) is held
+    /// in f32 instead, whole, and computes exactly what loading it in f32 does.
+    func testAdapterBeyondF16RangeIsHeldInF32() throws {
+        let model = try LlamaModel.load(path: Fixtures.path(Self.bases[0]), options: .init(kvCache: .f32))
+        XCTAssertEqual(try LoRAAdapter.load(path: Fixtures.path("lora/qv-rslora"), base: model.config).precision, .f16)
+        let dir = try Fixtures.temporaryDirectory().appendingPathComponent("qv-rslora-large")
+        try FileManager.default.copyItem(at: Fixtures.url("lora/qv-rslora"), to: dir)
+        let weights = dir.appendingPathComponent("adapter_model.safetensors")
+        var data = try Data(contentsOf: weights)
+        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        // The first element of the tensor stored first (every tensor here is F32).
+        data.replaceSubrange((8 + n)..<(12 + n), with: withUnsafeBytes(of: Float(1e5).bitPattern.littleEndian, Array.init))
+        try data.write(to: weights)
+        let large = try LoRAAdapter.load(path: dir.path, base: model.config)
+        XCTAssertEqual(large.precision, .f32)
+        let exact = try LoRAAdapter.load(path: dir.path, base: model.config, precision: .f32)
+        XCTAssertEqual(large.byteCount, exact.byteCount)
+        let tokens: [Int32] = [3, 1, 4, 1, 5]
+        let a = try loraLogits(model, large, tokens), b = try loraLogits(model, exact, tokens)
+        XCTAssertEqual(a, b)
+        XCTAssertTrue(a.allSatisfy { $0.allSatisfy(\.isFinite) })
+    }
+
     /// Rows of four adapters (two held in f32, two in f16) and one base row in one forward pass
     /// equal each row computed alone.
     func testMixedBatchRowsEqualEachRowAlone() throws {

@@ -19,11 +19,11 @@ public final class AdapterStore: Sendable {
         public var maxAdapters: Int
         /// Largest rank accepted.
         public var maxRank: Int
-        /// Precision adapters are held in (`--adapter-precision`): f16 halves their memory and
-        /// the bytes a step of many adapters reads.
+        /// Precision adapters are held in (`--adapter-precision`): f16 (the default) halves their
+        /// memory and the bytes a step of many adapters reads; f32 keeps PEFT's numbers.
         public var precision: AdapterPrecision
 
-        public init(memoryBudgetBytes: Int = 1 << 30, maxAdapters: Int = 64, maxRank: Int = 256, precision: AdapterPrecision = .f32) {
+        public init(memoryBudgetBytes: Int = 1 << 30, maxAdapters: Int = 64, maxRank: Int = 256, precision: AdapterPrecision = .f16) {
             self.memoryBudgetBytes = memoryBudgetBytes
             self.maxAdapters = maxAdapters
             self.maxRank = maxRank

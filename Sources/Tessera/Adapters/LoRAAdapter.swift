@@ -5,8 +5,11 @@ import TesseraKernels
 public enum AdapterPrecision: String, Sendable, Codable, CaseIterable {
     /// f32: PEFT's numbers.
     case f32
-    /// f16: half the memory, and half the bytes each row's delta streams (a batch of many
-    /// adapters reads every one of them per step); A and B rounded to 11 significant bits.
+    /// f16, the default (as S-LoRA, Punica and vLLM hold adapters in 16 bits): half the memory,
+    /// and half the bytes each row's delta streams (a batch of many adapters reads every one of
+    /// them per step); A and B rounded to 11 significant bits (logits within about 2e-3 of
+    /// PEFT's on the fixtures). An adapter with a weight beyond f16's range (65504) is held in
+    /// f32 instead, whole.
     case f16
 
     var ggmlType: Int32 { self == .f16 ? Int32(TSR_GGML_F16) : Int32(TSR_GGML_F32) }
@@ -42,6 +45,16 @@ public final class LoRAAdapter: @unchecked Sendable {
         var bTransposed: UnsafeRawPointer { UnsafeRawPointer(storage.pointer) + bOffset }
         /// Bytes of A and Bᵀ.
         var byteCount: Int { rank * (inputs + outputs) * (precision == .f16 ? 2 : 4) }
+
+        /// Whether every weight of A and Bᵀ is within f16's finite range (f16 ones are).
+        var fitsF16: Bool {
+            guard precision == .f32 else { return true }
+            let p = UnsafeRawPointer(storage.pointer)
+            let a = UnsafeBufferPointer(start: (p + aOffset).assumingMemoryBound(to: Float.self), count: rank * inputs)
+            let b = UnsafeBufferPointer(start: (p + bOffset).assumingMemoryBound(to: Float.self), count: rank * outputs)
+            let limit = Float(Float16.greatestFiniteMagnitude)
+            return !a.contains { abs($0) > limit } && !b.contains { abs($0) > limit }
+        }
 
         /// A projection over its own buffer holding f32 `a` (rank × inputs) then `bTransposed`
         /// (rank × outputs); nil when out of memory.

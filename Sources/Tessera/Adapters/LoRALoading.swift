@@ -6,10 +6,11 @@ extension LoRAAdapter {
     ///
     /// Everything is checked before the adapter exists: features, shapes against the base,
     /// ranks against `maxRank`, finite weights. A failure is an ``AdapterError``; no partly
-    /// loaded adapter is ever returned. `precision` f16 stores A and B rounded to f16 (after the
-    /// checks, from the f32 conversion).
+    /// loaded adapter is ever returned. `precision` f16 (the default) stores A and B rounded to
+    /// f16 (after the checks, from the f32 conversion), unless a weight is beyond f16's range:
+    /// then the adapter is held in f32 (``LoRAAdapter/precision`` tells).
     public static func load(path: String, name: String? = nil, base config: LlamaConfig, maxRank: Int = 1024,
-                            precision: AdapterPrecision = .f32) throws(AdapterError) -> LoRAAdapter {
+                            precision: AdapterPrecision = .f16) throws(AdapterError) -> LoRAAdapter {
         let adapterName = name ?? URL(fileURLWithPath: path).lastPathComponent
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
@@ -132,7 +133,7 @@ struct ProjectionBuilder {
     let name: String
     let config: LlamaConfig
     let maxRank: Int
-    var precision: AdapterPrecision = .f32
+    var precision: AdapterPrecision = .f16
 
     func error(_ file: String, _ reason: AdapterError.Reason) -> AdapterError {
         AdapterError(adapter: name, file: file, reason: reason)
@@ -205,7 +206,9 @@ struct ProjectionBuilder {
         guard !entries.isEmpty else { throw error(file, .empty) }
         var projections = [LoRAAdapter.Projection?](repeating: nil, count: config.layerCount * LoRATarget.allCases.count)
         for e in entries { projections[e.layer * LoRATarget.allCases.count + LoRAAdapter.targetIndex(e.target)] = e.projection }
-        guard let packed = LoRAAdapter.packed(projections, layerCount: config.layerCount, precision: precision) else {
+        // f16 only if every weight fits its range; else the whole adapter stays f32 (nothing lost).
+        let held: AdapterPrecision = precision == .f16 && entries.allSatisfy({ $0.projection.fitsF16 }) ? .f16 : .f32
+        guard let packed = LoRAAdapter.packed(projections, layerCount: config.layerCount, precision: held) else {
             throw error(file, .format(.io("out of memory")))
         }
         return LoRAAdapter(name: name, source: file, format: format, layerCount: config.layerCount, projections: packed)
