@@ -1,48 +1,71 @@
 // A small persistent thread pool for Tessera's own kernels (OpenBLAS keeps its own).
 // One job at a time: callers are serialised; the calling thread works as thread 0.
+//
+// A job costs two cache-line transfers when the workers are awake: the job line (generation,
+// function, context, thread count) that the caller writes and each worker reads, and each
+// worker's own done line that the caller reads. Mutex and condition variables are touched only
+// by a thread about to sleep (a worker idle for ~0.1 ms, the caller waiting long) and by whoever
+// must wake it, with the sleeper announced through a counter checked after the publishing store
+// (sequentially consistent on both sides, so no wake-up is lost).
 #include "tessera_kernels.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
 
 #define TSR_MAX_THREADS 64
+enum { WORKER_SPINS = 4000, CALLER_SPINS = 20000 };
 
 static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;   // one job at a time
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;       // sleeping and waking only
 static pthread_cond_t start_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t workers[TSR_MAX_THREADS];
 static int worker_count = 0;          // started workers
 static int wanted_threads = 1;         // threads per job, caller included
-static _Atomic unsigned long generation = 0;
-static _Atomic int pending = 0;
-static tsr_task_fn job_fn;
-static void *job_ctx;
-static int job_threads;
+
+// The job line: written by the caller before the generation's store, read by the workers.
+static struct {
+    _Alignas(64) _Atomic unsigned long generation;
+    tsr_task_fn fn;
+    void *ctx;
+    int threads;
+} job;
+// Each worker's last finished generation, on its own line.
+static struct { _Alignas(64) _Atomic unsigned long generation; } done[TSR_MAX_THREADS];
+static _Alignas(64) _Atomic int sleepers;     // workers asleep (or going to sleep) on start_cv
+static _Alignas(64) _Atomic int caller_waits;  // the caller asleep (or going to sleep) on done_cv
+
+static inline void relax(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static void *worker_main(void *arg) {
     const int index = (int)(intptr_t)arg;
-    unsigned long seen = 0;
+    unsigned long seen = atomic_load(&done[index].generation);
     for (;;) {
-        // Spin briefly (steps issue jobs back to back), then sleep.
+        unsigned long g;
         int spins = 0;
-        while (atomic_load_explicit(&generation, memory_order_acquire) == seen && spins < 4000) {
-            spins++;
-#if defined(__x86_64__)
-            __builtin_ia32_pause();
-#endif
-        }
-        pthread_mutex_lock(&lock);
-        while (atomic_load_explicit(&generation, memory_order_acquire) == seen) pthread_cond_wait(&start_cv, &lock);
-        seen = atomic_load_explicit(&generation, memory_order_acquire);
-        tsr_task_fn fn = job_fn;
-        void *ctx = job_ctx;
-        const int n = job_threads;
-        pthread_mutex_unlock(&lock);
-        if (index < n) fn(ctx, index, n);
-        if (atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel) == 1) {
+        // Spin briefly (steps issue jobs back to back), then sleep.
+        while ((g = atomic_load_explicit(&job.generation, memory_order_acquire)) == seen) {
+            if (++spins < WORKER_SPINS) { relax(); continue; }
             pthread_mutex_lock(&lock);
-            pthread_cond_signal(&done_cv);
+            atomic_fetch_add(&sleepers, 1);
+            while ((g = atomic_load(&job.generation)) == seen) pthread_cond_wait(&start_cv, &lock);
+            atomic_fetch_sub(&sleepers, 1);
+            pthread_mutex_unlock(&lock);
+            break;
+        }
+        seen = g;
+        const tsr_task_fn fn = job.fn;
+        void *const ctx = job.ctx;
+        const int n = job.threads;
+        if (index < n) fn(ctx, index, n);
+        atomic_store(&done[index].generation, g);
+        if (atomic_load(&caller_waits)) {
+            pthread_mutex_lock(&lock);
+            pthread_cond_broadcast(&done_cv);
             pthread_mutex_unlock(&lock);
         }
     }
@@ -54,7 +77,10 @@ void tsr_threads_set(int n) {
     if (n > TSR_MAX_THREADS) n = TSR_MAX_THREADS;
     pthread_mutex_lock(&run_lock);
     while (worker_count < n - 1) {
-        if (pthread_create(&workers[worker_count], NULL, worker_main, (void *)(intptr_t)(worker_count + 1)) != 0) break;
+        const int index = worker_count + 1;
+        // No job runs while run_lock is held: the new worker starts having seen this generation.
+        atomic_store(&done[index].generation, atomic_load(&job.generation));
+        if (pthread_create(&workers[worker_count], NULL, worker_main, (void *)(intptr_t)index) != 0) break;
         pthread_detach(workers[worker_count]);
         worker_count++;
     }
@@ -72,22 +98,28 @@ void tsr_parallel(tsr_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&run_lock);
         return;
     }
-    pthread_mutex_lock(&lock);
-    job_fn = fn;
-    job_ctx = ctx;
-    job_threads = n;
-    atomic_store_explicit(&pending, worker_count, memory_order_release);
-    atomic_fetch_add_explicit(&generation, 1, memory_order_acq_rel);
-    pthread_cond_broadcast(&start_cv);
-    pthread_mutex_unlock(&lock);
-    fn(ctx, 0, n);
-    // Wait for the workers (spin first: they finish at about the same time).
-    int spins = 0;
-    while (atomic_load_explicit(&pending, memory_order_acquire) > 0 && spins < 100000) spins++;
-    if (atomic_load_explicit(&pending, memory_order_acquire) > 0) {
+    job.fn = fn;
+    job.ctx = ctx;
+    job.threads = n;
+    const unsigned long g = atomic_fetch_add(&job.generation, 1) + 1;
+    if (atomic_load(&sleepers) > 0) {
         pthread_mutex_lock(&lock);
-        while (atomic_load_explicit(&pending, memory_order_acquire) > 0) pthread_cond_wait(&done_cv, &lock);
+        pthread_cond_broadcast(&start_cv);
         pthread_mutex_unlock(&lock);
+    }
+    fn(ctx, 0, n);
+    // Every started worker finishes every generation (those past n at once).
+    for (int w = 1; w <= worker_count; w++) {
+        int spins = 0;
+        while (atomic_load_explicit(&done[w].generation, memory_order_acquire) != g) {
+            if (++spins < CALLER_SPINS) { relax(); continue; }
+            pthread_mutex_lock(&lock);
+            atomic_fetch_add(&caller_waits, 1);
+            while (atomic_load(&done[w].generation) != g) pthread_cond_wait(&done_cv, &lock);
+            atomic_fetch_sub(&caller_waits, 1);
+            pthread_mutex_unlock(&lock);
+            break;
+        }
     }
     pthread_mutex_unlock(&run_lock);
 }
