@@ -181,7 +181,9 @@ QTARGET static inline __attribute__((always_inline)) __m128 QFN(block_scales)(in
 // blocks: one f16 conversion for both blocks' scales, one multiply for every (d·d_a, m·s)
 // product, offsets summed in vector lanes; no scalar dependency chains.
 QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int type, const uint8_t *row, int64_t nb,
-                                                                           const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+                                                                           const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                           const int NR, const int TWO, float *out) {
+    (void)alo; (void)TWO;  // one level: the residuals take a second pass (qmatmul_range)
     __m256 acc0[4], acc1[4];
     __m128 accm[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm[r] = _mm_setzero_ps(); }
@@ -237,8 +239,12 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
 // Q4_K: a super-block of 256 weights is 8 sub-blocks of 32 (one activation block each) with
 // 6-bit scales and mins: w = d·sc_j·q − dmin·m_j. Scales and mins are unpacked once per
 // super-block into vectors; the offsets of all 8 sub-blocks take one FMA per row.
+// TWO: two-level activations in the same pass over the weights, as the x8 kernels do: the
+// integer sums combined exactly as 256·Σw·q + Σw·r (|Σw·q| ≤ 32·15·127, so no overflow) and
+// scaled by the residual's d (the block's / 256); offsets against both levels' sums.
 QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type, const uint8_t *row, int64_t nb,
-                                                                         const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+                                                                         const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                         const int NR, const int TWO, float *out) {
     (void)type;
     __m256 acc0[4], acc1[4], accm[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = accm[r] = _mm256_setzero_ps(); }
@@ -255,16 +261,21 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
         }
         const __m256 dsc = _mm256_loadu_ps(scf), dmn = _mm256_loadu_ps(mnf);
         for (int r = 0; r < NR; r++) {
-            const tsr_q8_block *ab = a + r * a_stride + sb * 8;
-            const __m256 da = _mm256_setr_ps(ab[0].d, ab[1].d, ab[2].d, ab[3].d, ab[4].d, ab[5].d, ab[6].d, ab[7].d);
-            const __m256 sa = _mm256_setr_ps(ab[0].s, ab[1].s, ab[2].s, ab[3].s, ab[4].s, ab[5].s, ab[6].s, ab[7].s);
+            const tsr_q8_block *ab = a + r * a_stride + sb * 8, *lb = TWO ? alo + r * a_stride + sb * 8 : ab;
+            const __m256 da = _mm256_setr_ps(lb[0].d, lb[1].d, lb[2].d, lb[3].d, lb[4].d, lb[5].d, lb[6].d, lb[7].d);
+            __m256 sa = _mm256_setr_ps(ab[0].s, ab[1].s, ab[2].s, ab[3].s, ab[4].s, ab[5].s, ab[6].s, ab[7].s);
+            if (TWO) sa = _mm256_add_ps(sa, _mm256_setr_ps(lb[0].s, lb[1].s, lb[2].s, lb[3].s, lb[4].s, lb[5].s, lb[6].s, lb[7].s));
             accm[r] = _mm256_fmadd_ps(dmn, sa, accm[r]);
             const __m256 scale = _mm256_mul_ps(dsc, da);
             for (int k = 0; k < 4; k++) {
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
                 const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                const __m256i s0 = QIDOT(lo, _mm256_loadu_si256((const __m256i *)ab[2 * k].q));
-                const __m256i s1 = QIDOT(hi, _mm256_loadu_si256((const __m256i *)ab[2 * k + 1].q));
+                __m256i s0 = QIDOT(lo, _mm256_loadu_si256((const __m256i *)ab[2 * k].q));
+                __m256i s1 = QIDOT(hi, _mm256_loadu_si256((const __m256i *)ab[2 * k + 1].q));
+                if (TWO) {
+                    s0 = _mm256_add_epi32(_mm256_slli_epi32(s0, 8), QIDOT(lo, _mm256_loadu_si256((const __m256i *)lb[2 * k].q)));
+                    s1 = _mm256_add_epi32(_mm256_slli_epi32(s1, 8), QIDOT(hi, _mm256_loadu_si256((const __m256i *)lb[2 * k + 1].q)));
+                }
                 acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k)), acc0[r]);
                 acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_permutevar8x32_ps(scale, _mm256_set1_epi32(2 * k + 1)), acc1[r]);
             }
@@ -282,8 +293,10 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
 // Q6_K: a super-block of 256 weights in two halves of 128; each 32-weight chunk takes 4 low
 // bits from ql and 2 high bits from qh, minus 32, and has two int8 scales (one per 16), which
 // land in lanes 0-3 and 4-7 of the chunk's 8 partial sums.
+// TWO: both activation levels in one pass, as q4k_rows (|Σw·q| ≤ 32·32·127).
 QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type, const uint8_t *row, int64_t nb,
-                                                                         const tsr_q8_block *a, int64_t a_stride, const int NR, float *out) {
+                                                                         const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                         const int NR, const int TWO, float *out) {
     (void)type;
     __m256 acc0[4], acc1[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
@@ -308,7 +321,12 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type
             for (int r = 0; r < NR; r++) {
                 const tsr_q8_block *ab = a + r * a_stride + sb * 8 + k;
                 const __m256i q = _mm256_loadu_si256((const __m256i *)ab->q);
-                const __m256i s32 = QIDOT(u, _mm256_sign_epi8(q, w));
+                __m256i s32 = QIDOT(u, _mm256_sign_epi8(q, w));
+                if (TWO) {
+                    ab = alo + r * a_stride + sb * 8 + k;
+                    const __m256i ql = _mm256_loadu_si256((const __m256i *)ab->q);
+                    s32 = _mm256_add_epi32(_mm256_slli_epi32(s32, 8), QIDOT(u, _mm256_sign_epi8(ql, w)));
+                }
                 const __m256 f = _mm256_mul_ps(sv, _mm256_set1_ps(ab->d));
                 if (k & 1) acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc1[r]);
                 else acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), f, acc0[r]);
@@ -325,22 +343,33 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type
 }
 
 // Output rows [g0, g1) of one part, every activation row, for one type (its branches fold
-// away): four activation rows per pass over a weight row, which stays in L1 meanwhile.
-#define QFUSED_SPAN(T, NAME, ROWS) \
+// away): four activation rows per pass over a weight row, which stays in L1 meanwhile. TWO_OK:
+// ROWS takes both activation levels in its pass (else the residuals take a second one).
+#define QFUSED_SPAN(T, NAME, ROWS, TWO_OK) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
     const int64_t nb = j->inputs / 32; \
+    const int two = TWO_OK && j->xq_lo != NULL; \
     for (int64_t g = g0; g < g1; g++) { \
         const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes; \
         float *y = j->y + p->out_offset + (p->row_map ? p->row_map[g] : g); \
         for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
             float o[4]; \
-            const tsr_q8_block *a = j->xq + r0 * nb; \
+            const tsr_q8_block *a = j->xq + r0 * nb, *alo = two ? j->xq_lo + r0 * nb : NULL; \
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
-            switch (nr) { \
-            case 1: QFN(ROWS)(T, row, nb, a, nb, 1, o); break; \
-            case 2: QFN(ROWS)(T, row, nb, a, nb, 2, o); break; \
-            case 3: QFN(ROWS)(T, row, nb, a, nb, 3, o); break; \
-            default: QFN(ROWS)(T, row, nb, a, nb, 4, o); break; \
+            if (two) { \
+                switch (nr) { \
+                case 1: QFN(ROWS)(T, row, nb, a, alo, nb, 1, 1, o); break; \
+                case 2: QFN(ROWS)(T, row, nb, a, alo, nb, 2, 1, o); break; \
+                case 3: QFN(ROWS)(T, row, nb, a, alo, nb, 3, 1, o); break; \
+                default: QFN(ROWS)(T, row, nb, a, alo, nb, 4, 1, o); break; \
+                } \
+            } else { \
+                switch (nr) { \
+                case 1: QFN(ROWS)(T, row, nb, a, NULL, nb, 1, 0, o); break; \
+                case 2: QFN(ROWS)(T, row, nb, a, NULL, nb, 2, 0, o); break; \
+                case 3: QFN(ROWS)(T, row, nb, a, NULL, nb, 3, 0, o); break; \
+                default: QFN(ROWS)(T, row, nb, a, NULL, nb, 4, 0, o); break; \
+                } \
             } \
             for (int64_t r = 0; r < nr; r++) { \
                 float *dst = y + (r0 + r) * j->y_stride; \
@@ -348,11 +377,11 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             } \
         } \
     } }
-QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0, fused_rows)
-QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1, fused_rows)
-QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows)
-QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows)
-QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows)
+QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0, fused_rows, 0)
+QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1, fused_rows, 0)
+QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows, 0)
+QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows, 1)
+QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows, 1)
 #undef QFUSED_SPAN
 
 #undef QIDOT
@@ -373,8 +402,12 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         first += part->rows;
         if (lo >= hi) continue;
         const int quant = tsr_type_is_quantized(part->type);
-        // The residual pass: stored-layout quantized parts only (the rest are done).
+        // The residual pass: stored-layout quantized parts only (the rest are done), and of those
+        // not Q4_K / Q6_K in the SIMD variants (their kernels take both levels in one pass).
         if (j->lo_pass && (!quant || part->layout == TSR_LAYOUT_X8)) continue;
+#if QSIMD != 0
+        if (j->lo_pass && (part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q6_K)) continue;
+#endif
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
         if (part->layout == TSR_LAYOUT_X8) {
