@@ -30,6 +30,8 @@ struct AdaptersCommand: AsyncParsableCommand {
             let targets: [String]?
             let layers: [Int]?
             let bytes: Int?
+            /// The precision `bytes` counts (how the runtime holds it by default).
+            let precision: String?
         }
 
         func run() async throws {
@@ -42,10 +44,11 @@ struct AdaptersCommand: AsyncParsableCommand {
                     do {
                         let a = try LoRAAdapter.load(path: path, base: base)
                         return Output(path: path, compatible: true, error: nil, format: a.format.rawValue, ranks: a.ranks, alpha: alpha,
-                                      scales: a.scales, targets: a.targets.map(\.rawValue), layers: a.layers, bytes: a.byteCount)
+                                      scales: a.scales, targets: a.targets.map(\.rawValue), layers: a.layers, bytes: a.byteCount,
+                                      precision: a.precision.rawValue)
                     } catch let e as AdapterError {
                         return Output(path: path, compatible: false, error: e.description, format: nil, ranks: nil, alpha: alpha,
-                                      scales: nil, targets: nil, layers: nil, bytes: nil)
+                                      scales: nil, targets: nil, layers: nil, bytes: nil, precision: nil)
                     }
                 }
                 if json {
@@ -56,7 +59,7 @@ struct AdaptersCommand: AsyncParsableCommand {
                     print("alpha:    \(output.alpha.map { String($0) } ?? "?")  (scales \(output.scales ?? []))")
                     print("targets:  \((output.targets ?? []).joined(separator: ", "))")
                     print("layers:   \(output.layers?.count ?? 0) (\(Self.ranges(output.layers ?? [])))")
-                    print("size:     \(output.bytes ?? 0) bytes as f32")
+                    print("size:     \(output.bytes ?? 0) bytes as \(output.precision ?? "?")")
                     print("base:     compatible")
                 } else {
                     print("base:     NOT compatible: \(output.error ?? "")")

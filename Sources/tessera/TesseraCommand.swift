@@ -38,14 +38,15 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "KV cache precision: f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads; greedy tokens stay the f32 path's on SmolLM2) or f32 (with --activations f32: the f32 path's numbers).")
     var kvCache: KVPrecision = .f16
 
-    @Option(help: "Precision adapters are held in: f16 (half the memory, and half the bytes a batch of many adapters reads per step; an adapter with weights beyond f16's range stays f32) or f32 (PEFT's numbers).")
+    @Option(help: "Precision adapters are held in: f16 (half the memory, and half the bytes a batch of many adapters reads per step; an adapter outside f16's range stays f32) or f32 (PEFT's numbers).")
     var adapterPrecision: AdapterPrecision = .f16
 
     /// Loads the model and the adapter, if any; with --merge, returns the merged model and no adapter.
     func loadWithAdapter() throws -> (ModelBundle, LoRAAdapter?) {
         let bundle = try load()
         guard let path = adapter else { return (bundle, nil) }
-        let lora = try LoRAAdapter.load(path: path, base: bundle.model.config, precision: adapterPrecision)
+        // Merging folds the adapter into f32 weights and drops it: no reason to round it to f16 first.
+        let lora = try LoRAAdapter.load(path: path, base: bundle.model.config, precision: merge ? .f32 : adapterPrecision)
         if merge { return (ModelBundle(model: try bundle.model.merged(with: lora), tokenizer: bundle.tokenizer), nil) }
         return (bundle, lora)
     }

@@ -85,27 +85,38 @@ final class LoRAReferenceTests: XCTestCase {
         XCTAssertEqual(gguf.scales, [2.0])
     }
 
-    /// Adapters are held in f16 by default; one with a weight beyond f16's range (65504) is held
-    /// in f32 instead, whole, and computes exactly what loading it in f32 does.
-    func testAdapterBeyondF16RangeIsHeldInF32() throws {
+    /// Adapters are held in f16 by default; one with a matrix outside f16's range (a weight
+    /// above 65504, or a whole matrix below 2⁻¹⁴ where f16 has only subnormals) is held in f32
+    /// instead, whole, and computes exactly what loading it in f32 does.
+    func testAdapterOutsideF16RangeIsHeldInF32() throws {
         let model = try LlamaModel.load(path: Fixtures.path(Self.bases[0]), options: .init(kvCache: .f32))
         XCTAssertEqual(try LoRAAdapter.load(path: Fixtures.path("lora/qv-rslora"), base: model.config).precision, .f16)
-        let dir = try Fixtures.temporaryDirectory().appendingPathComponent("qv-rslora-large")
-        try FileManager.default.copyItem(at: Fixtures.url("lora/qv-rslora"), to: dir)
-        let weights = dir.appendingPathComponent("adapter_model.safetensors")
-        var data = try Data(contentsOf: weights)
-        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-        // The first element of the tensor stored first (every tensor here is F32).
-        data.replaceSubrange((8 + n)..<(12 + n), with: withUnsafeBytes(of: Float(1e5).bitPattern.littleEndian, Array.init))
-        try data.write(to: weights)
-        let large = try LoRAAdapter.load(path: dir.path, base: model.config)
-        XCTAssertEqual(large.precision, .f32)
-        let exact = try LoRAAdapter.load(path: dir.path, base: model.config, precision: .f32)
-        XCTAssertEqual(large.byteCount, exact.byteCount)
-        let tokens: [Int32] = [3, 1, 4, 1, 5]
-        let a = try loraLogits(model, large, tokens), b = try loraLogits(model, exact, tokens)
-        XCTAssertEqual(a, b)
-        XCTAssertTrue(a.allSatisfy { $0.allSatisfy(\.isFinite) })
+        for (label, edit) in [("one weight of 1e5", { (tensor: inout [Float]) in tensor[0] = 1e5 }),
+                              ("a matrix scaled by 1e-6", { (tensor: inout [Float]) in tensor = tensor.map { $0 * 1e-6 } })] {
+            let dir = try Fixtures.temporaryDirectory().appendingPathComponent("qv-rslora-edited")
+            try? FileManager.default.removeItem(at: dir)
+            try FileManager.default.copyItem(at: Fixtures.url("lora/qv-rslora"), to: dir)
+            let weights = dir.appendingPathComponent("adapter_model.safetensors")
+            var data = try Data(contentsOf: weights)
+            let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+            // The tensor stored first (every tensor here is F32).
+            let header = try XCTUnwrap(JSONSerialization.jsonObject(with: data[8..<(8 + n)]) as? [String: Any])
+            let first = try XCTUnwrap(header.values.compactMap { ($0 as? [String: Any])?["data_offsets"] as? [Int] }.min { $0[0] < $1[0] })
+            let range = (8 + n + first[0])..<(8 + n + first[1])
+            var tensor = data[range].withUnsafeBytes { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+            XCTAssertGreaterThan(tensor.map(abs).max() ?? 0, 0x1p-14, "the fixture's matrix fits f16 as it is")
+            edit(&tensor)
+            data.replaceSubrange(range, with: tensor.withUnsafeBytes { Data($0) })
+            try data.write(to: weights)
+            let held = try LoRAAdapter.load(path: dir.path, base: model.config)
+            XCTAssertEqual(held.precision, .f32, label)
+            let exact = try LoRAAdapter.load(path: dir.path, base: model.config, precision: .f32)
+            XCTAssertEqual(held.byteCount, exact.byteCount, label)
+            let tokens: [Int32] = [3, 1, 4, 1, 5]
+            let a = try loraLogits(model, held, tokens), b = try loraLogits(model, exact, tokens)
+            XCTAssertEqual(a, b, label)
+            XCTAssertTrue(a.allSatisfy { $0.allSatisfy(\.isFinite) }, label)
+        }
     }
 
     /// Rows of four adapters (two held in f32, two in f16) and one base row in one forward pass
@@ -152,8 +163,10 @@ final class LoRAMergeTests: XCTestCase {
         let base = try LlamaModel.load(path: Fixtures.path("tiny/llama-untied/model.gguf"), options: .init(kvCache: .f32))
         let tokens: [Int32] = [3, 1, 4, 1, 5, 9, 2, 6]
         let before = try allLogits(base, tokens: tokens)
-        for name in ["all-targets", "layers-subset"] {
-            let adapter = try LoRAAdapter.load(path: Fixtures.path("lora/\(name)"), base: base.config)
+        // Both precisions: merge widens f16 adapters and reads f32 ones in place.
+        for (name, precision) in [("all-targets", AdapterPrecision.f32), ("all-targets", .f16), ("layers-subset", .f32), ("layers-subset", .f16)] {
+            let adapter = try LoRAAdapter.load(path: Fixtures.path("lora/\(name)"), base: base.config, precision: precision)
+            XCTAssertEqual(adapter.precision, precision)
             let merged = try base.merged(with: adapter)
             let unmerged = try loraLogits(base, adapter, tokens)
             let folded = try allLogits(merged, tokens: tokens)

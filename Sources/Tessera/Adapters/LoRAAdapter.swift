@@ -8,8 +8,8 @@ public enum AdapterPrecision: String, Sendable, Codable, CaseIterable {
     /// f16, the default (as S-LoRA, Punica and vLLM hold adapters in 16 bits): half the memory,
     /// and half the bytes each row's delta streams (a batch of many adapters reads every one of
     /// them per step); A and B rounded to 11 significant bits (logits within about 2e-3 of
-    /// PEFT's on the fixtures). An adapter with a weight beyond f16's range (65504) is held in
-    /// f32 instead, whole.
+    /// PEFT's on the fixtures). An adapter with a matrix beyond f16's range (a weight above 65504,
+    /// or every weight below 2⁻¹⁴, where f16 has only subnormals) is held in f32 instead, whole.
     case f16
 
     var ggmlType: Int32 { self == .f16 ? Int32(TSR_GGML_F16) : Int32(TSR_GGML_F32) }
@@ -46,14 +46,21 @@ public final class LoRAAdapter: @unchecked Sendable {
         /// Bytes of A and Bᵀ.
         var byteCount: Int { rank * (inputs + outputs) * (precision == .f16 ? 2 : 4) }
 
-        /// Whether every weight of A and Bᵀ is within f16's finite range (f16 ones are).
+        /// Whether A and Bᵀ each keep their values in f16 (f16 ones do): the largest magnitude
+        /// of each within f16's normal range, [2⁻¹⁴, 65504] (or all zero). Below it a matrix would
+        /// be all subnormals, losing precision relative to itself; above, infinities. With the
+        /// largest weight normal, the smaller ones lose at most 2⁻²⁵ absolute, under f16's own
+        /// relative 2⁻¹¹ of the largest.
         var fitsF16: Bool {
             guard precision == .f32 else { return true }
             let p = UnsafeRawPointer(storage.pointer)
             let a = UnsafeBufferPointer(start: (p + aOffset).assumingMemoryBound(to: Float.self), count: rank * inputs)
             let b = UnsafeBufferPointer(start: (p + bOffset).assumingMemoryBound(to: Float.self), count: rank * outputs)
-            let limit = Float(Float16.greatestFiniteMagnitude)
-            return !a.contains { abs($0) > limit } && !b.contains { abs($0) > limit }
+            func fits(_ m: UnsafeBufferPointer<Float>) -> Bool {
+                let largest = m.reduce(Float(0)) { max($0, abs($1)) }
+                return largest == 0 || (largest >= 0x1p-14 && largest <= 65504)
+            }
+            return fits(a) && fits(b)
         }
 
         /// A projection over its own buffer holding f32 `a` (rank × inputs) then `bTransposed`

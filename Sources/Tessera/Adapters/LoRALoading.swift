@@ -7,8 +7,8 @@ extension LoRAAdapter {
     /// Everything is checked before the adapter exists: features, shapes against the base,
     /// ranks against `maxRank`, finite weights. A failure is an ``AdapterError``; no partly
     /// loaded adapter is ever returned. `precision` f16 (the default) stores A and B rounded to
-    /// f16 (after the checks, from the f32 conversion), unless a weight is beyond f16's range:
-    /// then the adapter is held in f32 (``LoRAAdapter/precision`` tells).
+    /// f16 (after the checks, from the f32 conversion), unless a matrix is beyond f16's range
+    /// (``AdapterPrecision/f16``): then the adapter is held in f32 (``LoRAAdapter/precision`` tells).
     public static func load(path: String, name: String? = nil, base config: LlamaConfig, maxRank: Int = 1024,
                             precision: AdapterPrecision = .f16) throws(AdapterError) -> LoRAAdapter {
         let adapterName = name ?? URL(fileURLWithPath: path).lastPathComponent
