@@ -110,7 +110,7 @@ final class EngineTests: XCTestCase {
         var config = EngineConfiguration()
         config.maxSequences = 12
         config.maxBatchTokens = 64
-        config.kvCacheBytes = KVBlockPool.bytesPerBlock(config: model.config, blockSize: 16) * 24  // tight: forces preemption
+        config.kvCacheBytes = KVBlockPool.bytesPerBlock(config: model.config, blockSize: 16, precision: model.kvPrecision) * 24  // tight: forces preemption
         let engine = try Engine(model: model, tokenizer: nil, adapters: store, configuration: config)
         var rng = SeededGenerator(seed: 99)
         let outcomes = try await withThrowingTaskGroup(of: Outcome.self) { group in
@@ -152,5 +152,6 @@ final class EngineTests: XCTestCase {
         for _ in 0..<100 where engine.statistics.kvBlocksFree < stats.kvBlocksTotal { try await Task.sleep(nanoseconds: 5_000_000) }
         XCTAssertEqual(engine.statistics.kvBlocksFree, stats.kvBlocksTotal, "stopping frees the prefix cache too")
         print("stress: \(stats.steps) steps, \(stats.preemptions) preemptions, \(stats.prefixHitBlocks) prefix-hit blocks")
+        XCTAssertGreaterThan(stats.preemptions, 0, "24 blocks for 12 running sequences of up to 68 positions: some are preempted")
     }
 }

@@ -40,7 +40,7 @@ public final class KVBlockPool: @unchecked Sendable {
     private var references: [Int32]
 
     /// A pool of `blockCount` blocks of `blockSize` positions for `config`.
-    public init(config: LlamaConfig, blockSize: Int, blockCount: Int, precision: KVPrecision = .f32) throws(InferenceError) {
+    public init(config: LlamaConfig, blockSize: Int, blockCount: Int, precision: KVPrecision = .f16) throws(InferenceError) {
         guard blockSize > 0, blockCount > 0 else {
             throw InferenceError.invalidBatch("a KV pool needs at least one block of one position (got \(blockCount) of \(blockSize))")
         }
@@ -61,13 +61,13 @@ public final class KVBlockPool: @unchecked Sendable {
     }
 
     /// A pool sized to a byte budget.
-    public convenience init(config: LlamaConfig, blockSize: Int = 16, memoryBytes: Int, precision: KVPrecision = .f32) throws(InferenceError) {
+    public convenience init(config: LlamaConfig, blockSize: Int = 16, memoryBytes: Int, precision: KVPrecision = .f16) throws(InferenceError) {
         let perBlock = Self.bytesPerBlock(config: config, blockSize: blockSize, precision: precision)
         try self.init(config: config, blockSize: blockSize, blockCount: max(1, memoryBytes / perBlock), precision: precision)
     }
 
     /// Bytes one block holds (keys and values of every layer).
-    public static func bytesPerBlock(config: LlamaConfig, blockSize: Int, precision: KVPrecision = .f32) -> Int {
+    public static func bytesPerBlock(config: LlamaConfig, blockSize: Int, precision: KVPrecision = .f16) -> Int {
         2 * config.layerCount * blockSize * config.kvDimension * precision.elementBytes
     }
 
