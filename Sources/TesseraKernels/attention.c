@@ -256,11 +256,11 @@ static void attention_task(void *ctx, int thread, int threads) {
 
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t max_ctx, int kv_type) {
+                        float scale, float *scratch, int64_t max_ctx, int kv_type, int64_t threads) {
     const int64_t max_chunks = chunks_of(max_ctx);
     attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, max_chunks, scale,
                           scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2), kv_type };
-    tsr_parallel(attention_task, &job);
+    tsr_parallel_limit(attention_task, &job, threads < 1 ? 1 : (int)threads);
     // Merge each head's chunks in order: out = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c.
     for (int64_t i = 0; i < n_items; i++) {
         const int64_t chunks = chunks_of(items[i].n_ctx);

@@ -21,7 +21,7 @@ static pthread_cond_t start_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static pthread_t workers[TSR_MAX_THREADS];
 static int worker_count = 0;          // started workers
-static int wanted_threads = 1;         // threads per job, caller included
+static _Atomic int wanted_threads = 1; // threads per job, caller included
 
 // The job line: written by the caller before the generation's store, read by the workers.
 static struct {
@@ -90,9 +90,12 @@ void tsr_threads_set(int n) {
 
 int tsr_threads_get(void) { return wanted_threads; }
 
-void tsr_parallel(tsr_task_fn fn, void *ctx) {
+void tsr_parallel(tsr_task_fn fn, void *ctx) { tsr_parallel_limit(fn, ctx, TSR_MAX_THREADS); }
+
+void tsr_parallel_limit(tsr_task_fn fn, void *ctx, int max_threads) {
     pthread_mutex_lock(&run_lock);
-    const int n = wanted_threads;
+    const int wanted = wanted_threads;
+    const int n = wanted < max_threads ? wanted : max_threads;
     if (n <= 1 || worker_count == 0) {
         fn(ctx, 0, 1);
         pthread_mutex_unlock(&run_lock);

@@ -43,8 +43,55 @@ final class ThreadPoolTests: XCTestCase {
     func testBackToBackJobsRunEveryThreadOnce() {
         run(jobs: 20_000, threads: 2)
         run(jobs: 5_000, threads: 3)
-        run(jobs: 1_000, threads: 1)  // fewer threads than started workers
-        run(jobs: 5_000, threads: 2)
+        run(jobs: 5_000, threads: 2)  // fewer threads than started workers: the others acknowledge only
+        // More threads than any other test asks for, after jobs have run: workers started late
+        // must take the next job, not one before it.
+        run(jobs: 500, threads: 5)
+        run(jobs: 500, threads: 7)
+        run(jobs: 1_000, threads: 1)  // the caller alone
+    }
+
+    func testLimitCapsTheThreads() {
+        let saved = tsr_threads_get()
+        defer { tsr_threads_set(saved) }
+        tsr_threads_set(4)
+        let slots = UnsafeMutablePointer<Int>.allocate(capacity: 131)
+        defer { slots.deallocate() }
+        slots.initialize(repeating: 0, count: 131)
+        slots[0] = 1
+        tsr_parallel_limit(Self.task, slots, 2)
+        XCTAssertEqual((0..<4).map { slots[1 + 64 + $0] }, [1, 1, 0, 0])
+    }
+
+    /// Two callers at once (two compute threads): their jobs are serialised, each complete.
+    func testConcurrentCallers() {
+        let saved = tsr_threads_get()
+        defer { tsr_threads_set(saved) }
+        tsr_threads_set(3)
+        /// Each caller's count of jobs that came back incomplete (a slot per caller).
+        final class Failures: @unchecked Sendable {
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+            init() { counts.initialize(repeating: 0, count: 2) }
+            deinit { counts.deallocate() }
+        }
+        let done = DispatchGroup()
+        let failures = Failures()
+        for caller in 0..<2 {
+            done.enter()
+            Thread.detachNewThread {
+                let slots = UnsafeMutablePointer<Int>.allocate(capacity: 131)
+                slots.initialize(repeating: 0, count: 131)
+                for job in 1...2_000 {
+                    slots[0] = job
+                    tsr_parallel(Self.task, slots)
+                    if (0..<3).contains(where: { slots[1 + $0] != job }) { failures.counts[caller] += 1 }
+                }
+                slots.deallocate()
+                done.leave()
+            }
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 120), .success, "both callers finished")
+        XCTAssertEqual(failures.counts[0] + failures.counts[1], 0)
     }
 
     func testJobsAfterTheWorkersFellAsleep() {

@@ -207,7 +207,7 @@ public final class LlamaModel: Sendable {
             }
             if perRowItems > 0, let scores = scratch.attentionScores {
                 tsr_attention_rows(scratch.attentionItems, Int64(perRowItems), Int64(kvd), Int64(c.headCount), Int64(c.kvHeadCount),
-                                   Int64(c.headDimension), scale, scores.pointer, Int64(maxContext), kvType.ggmlType)
+                                   Int64(c.headDimension), scale, scores.pointer, Int64(maxContext), kvType.ggmlType, Int64(threads))
             }
             Self.linear(rows: n, input: attn, inputStride: qd, weight: w.attentionOutput,
                         output: x, outputStride: d, accumulate: true, rowwise: rowwise, scratch: scratch)

@@ -102,11 +102,11 @@ int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n
 /// Attention for many rows at once: (row, kv head, chunk of positions) units split across the
 /// thread pool (a kv head's keys and values are read once for all its query heads), partial
 /// softmaxes merged in chunk order. A row's result does not depend on the other rows nor on the
-/// thread count. `scratch`: tsr_attention_scratch_floats(n_items, max_ctx, ...) floats.
-/// kv_stride: kv_dim.
+/// thread count. `scratch`: tsr_attention_scratch_floats(n_items, max_ctx, ..., threads) floats;
+/// the call uses at most `threads` threads. kv_stride: kv_dim.
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        float scale, float *scratch, int64_t max_ctx, int kv_type);
+                        float scale, float *scratch, int64_t max_ctx, int kv_type, int64_t threads);
 /// Causal mask + scaled softmax for a block of attention scores: row i (query at position
 /// first_pos + i) keeps columns 0...first_pos+i, the rest become 0 after softmax.
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
@@ -146,6 +146,9 @@ void tsr_threads_set(int n);
 int tsr_threads_get(void);
 /// Runs `fn` on every thread of the pool and returns when all are done. Callers are serialised.
 void tsr_parallel(tsr_task_fn fn, void *ctx);
+/// tsr_parallel on at most `max_threads` threads (a job whose scratch was sized for a thread
+/// count read earlier, which another thread may have raised since).
+void tsr_parallel_limit(tsr_task_fn fn, void *ctx, int max_threads);
 
 /// y(rows, outputs) (+)= alpha · x(rows, inputs) · W(outputs, inputs)ᵀ, streaming W once, for
 /// few rows. With `batch_invariant`, a row's result is bitwise independent of `rows`.
