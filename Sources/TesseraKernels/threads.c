@@ -38,6 +38,8 @@ static _Alignas(64) _Atomic int caller_waits;  // the caller asleep (or going to
 static inline void relax(void) {
 #if defined(__x86_64__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #endif
 }
 
