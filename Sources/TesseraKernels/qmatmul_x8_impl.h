@@ -42,11 +42,6 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const i
     for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
 }
 
-// Rows interleaved by 8 (TSR_LAYOUT_X8): one group of 8 output rows against NR activation rows
-// (1..4); out[r] gets the 8 rows' sums. Per block and activation row: 8 multiplies of 8 rows ×
-// 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
-// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
-// offset FMA for all 8 rows. A row's operations do not depend on NR.
 // Software prefetch distance in bytes: about one memory latency of streaming ahead (at ~40 GB/s
 // a core reads 8 KB in ~200 ns). Measured on Zen 5, SmolLM2 decode (bench/RESULTS.md,
 // 2026-11-29): 1024 -> 8192 took Q4_1 at 2 threads from 313-328 to 384-389 tok/s and one
@@ -54,6 +49,12 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const i
 #ifndef QX8_PREFETCH
 #define QX8_PREFETCH 8192
 #endif
+
+// Rows interleaved by 8 (TSR_LAYOUT_X8): one group of 8 output rows against NR activation rows
+// (1..4); out[r] gets the 8 rows' sums. Per block and activation row: 8 multiplies of 8 rows ×
+// 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
+// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
+// offset FMA for all 8 rows. A row's operations do not depend on NR.
 QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
                                                                         const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
                                                                         const int NR, const int TWO, __m256 *out) {
