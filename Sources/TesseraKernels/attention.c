@@ -71,87 +71,82 @@ SCORES16(scores16_f32, float)
 SCORES16(scores16_f16, _Float16)
 #undef SCORES16
 
-// o_g = Σ_{t ∈ [t0, t1)} p_g[t]·v_t for G heads of head size HD (both compile-time after
-// inlining, so the G·HD sums live in registers), written to partials + g·part_stride + 2.
+// o_g += Σ_{i < n} p_g[i]·v_i for G heads of head size HD (both compile-time after inlining,
+// so the G·HD sums live in registers): n value rows of stride kvd from vr, scores p_g at
+// s + g·ss, sums at o + g·os.
 #define VACC_FN(NAME, T) \
-static inline __attribute__((always_inline)) void NAME(const tsr_attention_item *it, const T *vl, int64_t kvh, int64_t t0, int64_t t1, \
-                                                       int64_t kvd, const int HD, const int G, const float *s, int64_t ss, \
-                                                       float *partials, int64_t part_stride) { \
+static inline __attribute__((always_inline)) void NAME(const T *vr, int64_t n, int64_t kvd, const int HD, const int G, \
+                                                       const float *s, int64_t ss, float *o, int64_t os) { \
     _Pragma("clang fp contract(fast)") \
     float acc[8][128]; \
-    for (int g = 0; g < G; g++) for (int d = 0; d < HD; d++) acc[g][d] = 0; \
-    const int64_t bs = it->block_size; \
-    for (int64_t t = t0; t < t1;) { \
-        const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
-        const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd + kvh * HD; \
-        /* The next block's values of this kv head (bs rows of HD elements) on their way. */ \
-        if (t + n < t1) { \
-            const T *nv = vl + (int64_t)it->block_table[(t + n) / bs] * bs * kvd + kvh * HD; \
-            for (int64_t i = 0; i < bs; i++) \
-                for (int64_t o = 0; o < HD * (int64_t)sizeof(T); o += 64) __builtin_prefetch((const char *)(nv + i * kvd) + o); \
+    for (int g = 0; g < G; g++) for (int d = 0; d < HD; d++) acc[g][d] = o[g * os + d]; \
+    for (int64_t i = 0; i < n; i++) { \
+        float v[128]; \
+        for (int d = 0; d < HD; d++) v[d] = (float)vr[i * kvd + d]; \
+        for (int g = 0; g < G; g++) { \
+            const float p = s[g * ss + i]; \
+            for (int d = 0; d < HD; d++) acc[g][d] += p * v[d]; \
         } \
-        for (int64_t i = 0; i < n; i++) { \
-            const T *vr = vb + i * kvd; \
-            float v[128]; \
-            for (int d = 0; d < HD; d++) v[d] = (float)vr[d]; \
-            for (int g = 0; g < G; g++) { \
-                const float p = s[g * ss + t - t0 + i]; \
-                for (int d = 0; d < HD; d++) acc[g][d] += p * v[d]; \
-            } \
-        } \
-        t += n; \
     } \
-    for (int g = 0; g < G; g++) memcpy(partials + g * part_stride + 2, acc[g], (size_t)HD * sizeof(float)); \
+    for (int g = 0; g < G; g++) for (int d = 0; d < HD; d++) o[g * os + d] = acc[g][d]; \
 }
 VACC_FN(vacc_f32, float)
 VACC_FN(vacc_f16, _Float16)
 #undef VACC_FN
 
-// One unit: positions [t0, t1) of one row against kv head kvh, for each of the kv head's
-// `group` query heads: the chunk's max score m, Σ e^(s − m) and Σ e^(s − m)·v, written to
-// partials + g·part_stride as (m, l, o[head_dim]). Each key and value is read once for all the
-// group's heads. T: the KV element type; HD > 0 a compile-time head size, 0 the general case.
-// s: group × TSR_ATTENTION_CHUNK floats.
+// Into L2, ahead of use.
+static inline void prefetch_l2(const void *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
+}
+
+// One unit: positions [t0, t1) of one row, every head: each head's max score m over the chunk,
+// Σ e^(s − m) and Σ e^(s − m)·v, written to partials + h·part_stride as (m, l, o[head_dim]).
+// The chunk's blocks are read in address order, every kv head of a block at once (a block's
+// keys, then later its values, are one contiguous run when the block is whole), and each key and
+// value is read once for all the query heads of its kv head. T: the KV element type; HD > 0 a
+// compile-time head size, 0 the general case. s: n_heads × TSR_ATTENTION_CHUNK floats.
 #define ATTENTION_UNIT(NAME, T, SCORES, VACC, HD) \
 TSR_MULTIVERSION \
-static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64_t t0, int64_t t1, int64_t kvd, \
+static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group, int64_t t0, int64_t t1, int64_t kvd, \
                  int64_t head_dim_, float scale, float *s, float *partials, int64_t part_stride) { \
     _Pragma("clang fp contract(fast)") \
-    const int64_t hd = HD > 0 ? HD : head_dim_, bs = it->block_size, len = t1 - t0; \
-    const int64_t ss = TSR_ATTENTION_CHUNK; \
+    const int64_t hd = HD > 0 ? HD : head_dim_, bs = it->block_size, len = t1 - t0, n_heads = n_kv_heads * group; \
+    const int64_t ss = TSR_ATTENTION_CHUNK, block_bytes = bs * kvd * (int64_t)sizeof(T); \
     const T *kl = (const T *)it->k, *vl = (const T *)it->v; \
+    /* Keys: the hardware prefetcher follows the blocks' runs (software prefetch of keys 1-16 \
+       blocks ahead, into L1 or L2, measured slower). Values: the block's, into L2 while its \
+       scores are computed, for the values pass (the chunk's values fit in L2). */ \
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
-        const T *kt = kl + (int64_t)it->block_table[t / bs] * bs * kvd + kvh * hd * bs + off; \
-        /* The next block's keys of this kv head (hd·bs elements, contiguous) on their way. */ \
-        if (t + n < t1) { \
-            const char *nk = (const char *)(kl + (int64_t)it->block_table[(t + n) / bs] * bs * kvd + kvh * hd * bs); \
-            for (int64_t o = 0; o < hd * bs * (int64_t)sizeof(T); o += 64) __builtin_prefetch(nk + o); \
-        } \
-        int64_t i = 0; \
-        for (int64_t g0 = 0; g0 < group; g0 += 4) { \
-            const float *q = it->q + (kvh * group + g0) * hd; \
-            float *sg = s + g0 * ss + (t - t0); \
-            const int64_t gn = group - g0 < 4 ? group - g0 : 4; \
-            for (i = 0; hd % 4 == 0 && i + 16 <= n; i += 16) { \
-                switch (gn) { \
-                case 1: SCORES(q, kt + i, bs, hd, 1, scale, sg + i, ss); break; \
-                case 2: SCORES(q, kt + i, bs, hd, 2, scale, sg + i, ss); break; \
-                case 3: SCORES(q, kt + i, bs, hd, 3, scale, sg + i, ss); break; \
-                default: SCORES(q, kt + i, bs, hd, 4, scale, sg + i, ss); break; \
+        const T *kb = kl + (int64_t)it->block_table[t / bs] * bs * kvd + off; \
+        prefetch_l2(vl + (int64_t)it->block_table[t / bs] * bs * kvd, block_bytes); \
+        for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) { \
+            const T *kt = kb + kvh * hd * bs; \
+            for (int64_t g0 = 0; g0 < group; g0 += 4) { \
+                const float *q = it->q + (kvh * group + g0) * hd; \
+                float *sg = s + (kvh * group + g0) * ss + (t - t0); \
+                const int64_t gn = group - g0 < 4 ? group - g0 : 4; \
+                int64_t i = 0; \
+                for (; hd % 4 == 0 && i + 16 <= n; i += 16) { \
+                    switch (gn) { \
+                    case 1: SCORES(q, kt + i, bs, hd, 1, scale, sg + i, ss); break; \
+                    case 2: SCORES(q, kt + i, bs, hd, 2, scale, sg + i, ss); break; \
+                    case 3: SCORES(q, kt + i, bs, hd, 3, scale, sg + i, ss); break; \
+                    default: SCORES(q, kt + i, bs, hd, 4, scale, sg + i, ss); break; \
+                    } \
                 } \
+                for (int64_t r = i; r < n; r++) \
+                    for (int64_t g = 0; g < gn; g++) { \
+                        float a = 0; \
+                        for (int64_t d = 0; d < hd; d++) a += q[g * hd + d] * (float)kt[d * bs + r]; \
+                        sg[g * ss + r] = a * scale; \
+                    } \
             } \
-            for (int64_t r = i; r < n; r++) \
-                for (int64_t g = 0; g < gn; g++) { \
-                    float a = 0; \
-                    for (int64_t d = 0; d < hd; d++) a += q[g * hd + d] * (float)kt[d * bs + r]; \
-                    sg[g * ss + r] = a * scale; \
-                } \
         } \
         t += n; \
     } \
-    for (int64_t g = 0; g < group; g++) { \
-        float *sg = s + g * ss; \
+    for (int64_t h = 0; h < n_heads; h++) { \
+        float *sg = s + h * ss; \
         /* The max in 16 lanes (a vertical max the compiler vectorises), then across them. */ \
         float mm[16]; \
         for (int j = 0; j < 16; j++) mm[j] = sg[0]; \
@@ -166,34 +161,39 @@ static void NAME(const tsr_attention_item *it, int64_t kvh, int64_t group, int64
             _Pragma("clang fp reassociate(on)") \
             for (int64_t i = 0; i < len; i++) { sg[i] = tsr_exp_nonpositive(sg[i] - m); l += sg[i]; } \
         } \
-        partials[g * part_stride] = m; \
-        partials[g * part_stride + 1] = l; \
+        partials[h * part_stride] = m; \
+        partials[h * part_stride + 1] = l; \
+        memset(partials + h * part_stride + 2, 0, (size_t)hd * sizeof(float)); \
     } \
-    /* o_g = Σ_t p_g[t]·v[t], every head of the group from one read of each value row; with a \
-       compile-time head size and group the sums stay in registers. */ \
-    if (HD > 0 && group <= 8) { \
-        switch (group) { \
-        case 1: VACC(it, vl, kvh, t0, t1, kvd, HD, 1, s, ss, partials, part_stride); break; \
-        case 2: VACC(it, vl, kvh, t0, t1, kvd, HD, 2, s, ss, partials, part_stride); break; \
-        case 3: VACC(it, vl, kvh, t0, t1, kvd, HD, 3, s, ss, partials, part_stride); break; \
-        case 4: VACC(it, vl, kvh, t0, t1, kvd, HD, 4, s, ss, partials, part_stride); break; \
-        case 5: VACC(it, vl, kvh, t0, t1, kvd, HD, 5, s, ss, partials, part_stride); break; \
-        case 6: VACC(it, vl, kvh, t0, t1, kvd, HD, 6, s, ss, partials, part_stride); break; \
-        case 7: VACC(it, vl, kvh, t0, t1, kvd, HD, 7, s, ss, partials, part_stride); break; \
-        default: VACC(it, vl, kvh, t0, t1, kvd, HD, 8, s, ss, partials, part_stride); break; \
-        } \
-        return; \
-    } \
-    for (int64_t g = 0; g < group; g++) memset(partials + g * part_stride + 2, 0, (size_t)hd * sizeof(float)); \
+    /* o_h = Σ_t p_h[t]·v[t], block by block, every head of a kv head's group from one read of \
+       each value row; with a compile-time head size and group the sums stay in registers. */ \
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
-        const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd + kvh * hd; \
-        for (int64_t i = 0; i < n; i++) \
-            for (int64_t g = 0; g < group; g++) { \
-                const float p = s[g * ss + t - t0 + i]; \
-                float *o = partials + g * part_stride + 2; \
-                for (int64_t d = 0; d < hd; d++) o[d] += p * (float)vb[i * kvd + d]; \
+        const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd; \
+        for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) { \
+            const T *vr = vb + kvh * hd; \
+            const float *sg = s + kvh * group * ss + (t - t0); \
+            float *o = partials + kvh * group * part_stride + 2; \
+            if (HD > 0 && group <= 8) { \
+                switch (group) { \
+                case 1: VACC(vr, n, kvd, HD, 1, sg, ss, o, part_stride); break; \
+                case 2: VACC(vr, n, kvd, HD, 2, sg, ss, o, part_stride); break; \
+                case 3: VACC(vr, n, kvd, HD, 3, sg, ss, o, part_stride); break; \
+                case 4: VACC(vr, n, kvd, HD, 4, sg, ss, o, part_stride); break; \
+                case 5: VACC(vr, n, kvd, HD, 5, sg, ss, o, part_stride); break; \
+                case 6: VACC(vr, n, kvd, HD, 6, sg, ss, o, part_stride); break; \
+                case 7: VACC(vr, n, kvd, HD, 7, sg, ss, o, part_stride); break; \
+                default: VACC(vr, n, kvd, HD, 8, sg, ss, o, part_stride); break; \
+                } \
+                continue; \
             } \
+            for (int64_t i = 0; i < n; i++) \
+                for (int64_t g = 0; g < group; g++) { \
+                    const float p = sg[g * ss + i]; \
+                    float *og = o + g * part_stride; \
+                    for (int64_t d = 0; d < hd; d++) og[d] += p * (float)vr[i * kvd + d]; \
+                } \
+        } \
         t += n; \
     } \
 }
@@ -205,10 +205,27 @@ ATTENTION_UNIT(attention_unit_f16_64, _Float16, scores16_f16, vacc_f16, 64)
 ATTENTION_UNIT(attention_unit_f16_128, _Float16, scores16_f16, vacc_f16, 128)
 #undef ATTENTION_UNIT
 
-static inline int64_t chunks_of(int64_t n_ctx) { return (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK; }
+// A context's chunks: at most TSR_ATTENTION_CHUNK positions each, and from 256 positions on a
+// multiple of 4 chunks (from 128 on, of 2), so that one row's attention splits evenly across 2
+// or 4 threads; lengths rounded up to 16 positions (whole 16-slot blocks). A function of the
+// context length alone: a row's result depends neither on the other rows nor on the threads.
+static inline int64_t chunk_length(int64_t n_ctx) {
+    int64_t c = (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK;
+    const int64_t m = n_ctx >= 256 ? 4 : n_ctx >= 128 ? 2 : 1;
+    c = (c + m - 1) / m * m;
+    if (c < 1) c = 1;
+    const int64_t len = ((n_ctx + c - 1) / c + 15) / 16 * 16;
+    return len < TSR_ATTENTION_CHUNK ? len : TSR_ATTENTION_CHUNK;
+}
+static inline int64_t chunks_of(int64_t n_ctx) { return n_ctx <= 0 ? 0 : (n_ctx + chunk_length(n_ctx) - 1) / chunk_length(n_ctx); }
+// An upper bound of chunks_of(n) for every n <= n_ctx (for sizing scratch).
+static inline int64_t max_chunks_of(int64_t n_ctx) {
+    const int64_t c = (n_ctx + TSR_ATTENTION_CHUNK - 1) / TSR_ATTENTION_CHUNK;
+    return (c + 3) / 4 * 4 + 1;
+}
 
 int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t head_dim, int64_t threads) {
-    return n_items * chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * n_heads * TSR_ATTENTION_CHUNK;
+    return n_items * max_chunks_of(max_ctx) * n_heads * (head_dim + 2) + threads * n_heads * TSR_ATTENTION_CHUNK;
 }
 
 typedef struct {
@@ -222,34 +239,31 @@ static inline float *partial_at(const attention_job *j, int64_t item, int64_t ch
     return j->partials + ((item * j->max_chunks + chunk) * j->n_heads + head) * (j->head_dim + 2);
 }
 
-// Units split across threads by work (positions, plus a fixed cost per unit), not by count: a
-// context's last chunk is usually short (544 positions are chunks of 256, 256 and 32).
+// Units (row, chunk) split across threads by work (positions, plus a fixed cost per unit), not
+// by count: a context's last chunk is usually short.
 static void attention_task(void *ctx, int thread, int threads) {
     const attention_job *j = (const attention_job *)ctx;
     enum { UNIT_COST = 16 };  // per-unit overhead, in positions
     int64_t total = 0;
-    for (int64_t i = 0; i < j->n_items; i++) total += j->n_kv_heads * (j->items[i].n_ctx + UNIT_COST * chunks_of(j->items[i].n_ctx));
+    for (int64_t i = 0; i < j->n_items; i++) total += j->items[i].n_ctx + UNIT_COST * chunks_of(j->items[i].n_ctx);
     // This thread takes the units whose work starts in [lo, hi).
     const int64_t lo = total * thread / threads, hi = total * (thread + 1) / threads;
     float *s = j->scores + thread * j->n_heads * TSR_ATTENTION_CHUNK;
-    const int64_t group = j->n_heads / j->n_kv_heads;
+    const int64_t group = j->n_heads / j->n_kv_heads, stride = j->head_dim + 2;
+    const int f16 = j->kv_type == TSR_GGML_F16;
     int64_t at = 0;
     for (int64_t i = 0; i < j->n_items && at < hi; i++) {
         const tsr_attention_item *it = &j->items[i];
-        const int64_t chunks = chunks_of(it->n_ctx);
-        for (int64_t u = 0; u < j->n_kv_heads * chunks && at < hi; u++) {
-            const int64_t kvh = u / chunks, c = u % chunks;
-            const int64_t t0 = c * TSR_ATTENTION_CHUNK;
-            const int64_t t1 = t0 + TSR_ATTENTION_CHUNK < it->n_ctx ? t0 + TSR_ATTENTION_CHUNK : it->n_ctx;
+        const int64_t chunks = chunks_of(it->n_ctx), clen = chunk_length(it->n_ctx);
+        for (int64_t c = 0; c < chunks && at < hi; c++) {
+            const int64_t t0 = c * clen, t1 = t0 + clen < it->n_ctx ? t0 + clen : it->n_ctx;
             const int64_t start = at;
             at += t1 - t0 + UNIT_COST;
             if (start < lo) continue;
-            float *part = partial_at(j, i, c, kvh * group);
-            const int64_t stride = j->head_dim + 2;
-            const int f16 = j->kv_type == TSR_GGML_F16;
-            if (j->head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(it, kvh, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
-            else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, kvh, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
-            else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, kvh, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
+            float *part = partial_at(j, i, c, 0);
+            if (j->head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
+            else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
+            else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
         }
     }
 }
@@ -257,7 +271,7 @@ static void attention_task(void *ctx, int thread, int threads) {
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                         float scale, float *scratch, int64_t max_ctx, int kv_type, int64_t threads) {
-    const int64_t max_chunks = chunks_of(max_ctx);
+    const int64_t max_chunks = max_chunks_of(max_ctx);
     attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, max_chunks, scale,
                           scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2), kv_type };
     tsr_parallel_limit(attention_task, &job, threads < 1 ? 1 : (int)threads);

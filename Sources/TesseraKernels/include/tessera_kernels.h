@@ -94,13 +94,14 @@ typedef struct {
     int64_t block_size;
     int64_t n_ctx;
 } tsr_attention_item;
-/// Positions per unit of decode attention: a row's context is cut into chunks of this many
-/// positions, each (row, kv head, chunk) a unit of work, merged in chunk order.
+/// Most positions per unit of decode attention: a row's context is cut into chunks of at most
+/// this many positions (from 256 positions on, into a multiple of 4 chunks), each (row, chunk) a
+/// unit of work over every head, merged in chunk order.
 enum { TSR_ATTENTION_CHUNK = 256 };
 /// Floats of scratch tsr_attention_rows needs for `n_items` rows of at most `max_ctx` positions.
 int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n_heads, int64_t head_dim, int64_t threads);
-/// Attention for many rows at once: (row, kv head, chunk of positions) units split across the
-/// thread pool (a kv head's keys and values are read once for all its query heads), partial
+/// Attention for many rows at once: (row, chunk of positions) units split across the thread
+/// pool (a kv head's keys and values are read once for all its query heads), partial
 /// softmaxes merged in chunk order. A row's result does not depend on the other rows nor on the
 /// thread count. `scratch`: tsr_attention_scratch_floats(n_items, max_ctx, ..., threads) floats;
 /// the call uses at most `threads` threads. kv_stride: kv_dim.
