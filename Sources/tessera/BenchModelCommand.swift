@@ -43,6 +43,12 @@ struct BenchModelCommand: AsyncParsableCommand {
         let system_info: String
     }
 
+    func validate() throws {
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1 (got \(runs))") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1 (got \(batch))") }
+        guard genTokens >= 1 else { throw ValidationError("--gen-tokens must be at least 1 (got \(genTokens))") }
+    }
+
     func run() async throws {
         try await reportingErrors {
             guard let data = FileManager.default.contents(atPath: promptTokensFile),
@@ -55,7 +61,6 @@ struct BenchModelCommand: AsyncParsableCommand {
             generator.prefillChunk = prompt.count
             let request = GenerationRequest(promptTokens: prompt, maxTokens: genTokens + 1, ignoreEOS: true)
             let (runs, genTokens, batch) = (self.runs, self.genTokens, self.batch)
-            guard batch >= 1 else { throw ValidationError("--batch must be >= 1") }
             let (prefill, decode) = try await onComputeThread {
                 var prefill: [Double] = [], decode: [Double] = []
                 for run in 0...runs {

@@ -78,4 +78,16 @@ final class CLIContractTests: XCTestCase {
         XCTAssertEqual(corrupt.status, 1)
         XCTAssertTrue(corrupt.stderr.contains(url.path) && corrupt.stderr.contains("truncated"), corrupt.stderr)
     }
+
+    /// Benchmark counts that would leave nothing to take a median of are refused up front (a
+    /// zero --runs used to crash on the empty list).
+    func testBenchModelRefusesEmptyRuns() throws {
+        let tokens = try Fixtures.temporaryDirectory().appendingPathComponent("prompt.json")
+        try Data("[1, 2, 3]".utf8).write(to: tokens)
+        for (option, value) in [("--runs", "0"), ("--batch", "0"), ("--gen-tokens", "0")] {
+            let run = try tessera(["bench-model", "--model", try model(), "--prompt-tokens-file", tokens.path, option, value])
+            XCTAssertEqual(run.status, 64, "\(option) \(value): \(run.stderr)")
+            XCTAssertTrue(run.stderr.contains(option), run.stderr)
+        }
+    }
 }
