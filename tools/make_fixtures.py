@@ -342,7 +342,7 @@ def verify_tiny(d: Path, seqs, logits, v) -> None:
 # --------------------------------------------------------------------------------------------
 # b. dequantization blocks
 
-DEQ_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"]
+DEQ_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q5_0", "q5_1", "q5_k"]
 DEQ_ROWS, DEQ_COLS = 3, 512
 
 
@@ -372,8 +372,8 @@ def make_dequant(out: Path) -> None:
         except NotImplementedError:
             nblk = DEQ_ROWS * DEQ_COLS // block
             raw = rng.integers(0, 256, size=(nblk, type_size), dtype=np.uint8)
-            if qt == T.Q4_K:
-                # d (f16), dmin (f16), scales[12], qs[128]
+            if qt in (T.Q4_K, T.Q5_K):
+                # d (f16), dmin (f16), scales[12], (Q5_K: qh[32]), qs[128]
                 dd = rng.uniform(0.002, 0.05, nblk).astype(np.float16)
                 dm = rng.uniform(0.001, 0.02, nblk).astype(np.float16)
                 raw[:, 0:2] = dd.view(np.uint8).reshape(nblk, 2)
@@ -1469,24 +1469,27 @@ def main() -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    import torch
-    import transformers.utils.logging as tlog
-    tlog.disable_progress_bar()
-    torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    torch.use_deterministic_algorithms(True)
-    import gguf
-    import transformers
-    import tokenizers
-    log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"tokenizers {tokenizers.__version__}, gguf {importlib.metadata.version('gguf')}, numpy {np.__version__}")
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
     unknown = only - {"tiny", "dequant", "lora", "larger", "smollm2"}
     if unknown:
         ap.error(f"unknown --only parts: {sorted(unknown)}")
+    import gguf
+    if only - {"dequant"}:  # the dequantization blocks need only gguf and numpy
+        import torch
+        import transformers.utils.logging as tlog
+        tlog.disable_progress_bar()
+        torch.manual_seed(0)
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        torch.use_deterministic_algorithms(True)
+        import transformers
+        import tokenizers
+        log(f"torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"tokenizers {tokenizers.__version__}, gguf {importlib.metadata.version('gguf')}, numpy {np.__version__}")
+    else:
+        log(f"gguf {importlib.metadata.version('gguf')}, numpy {np.__version__}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if "tiny" in only:
         make_tiny(out)
     if "dequant" in only:

@@ -41,8 +41,8 @@ static inline uint16_t read_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[
 int64_t tsr_type_block_elements(int t) {
     switch (t) {
     case TSR_GGML_F32: case TSR_GGML_F16: case TSR_GGML_BF16: return 1;
-    case TSR_GGML_Q4_0: case TSR_GGML_Q4_1: case TSR_GGML_Q8_0: return 32;
-    case TSR_GGML_Q4_K: case TSR_GGML_Q6_K: return 256;
+    case TSR_GGML_Q4_0: case TSR_GGML_Q4_1: case TSR_GGML_Q5_0: case TSR_GGML_Q5_1: case TSR_GGML_Q8_0: return 32;
+    case TSR_GGML_Q4_K: case TSR_GGML_Q5_K: case TSR_GGML_Q6_K: return 256;
     default: return 0;
     }
 }
@@ -53,8 +53,11 @@ int64_t tsr_type_block_bytes(int t) {
     case TSR_GGML_F16: case TSR_GGML_BF16: return 2;
     case TSR_GGML_Q4_0: return 2 + 16;          // d, 32 x 4-bit
     case TSR_GGML_Q4_1: return 2 + 2 + 16;      // d, m, 32 x 4-bit
+    case TSR_GGML_Q5_0: return 2 + 4 + 16;      // d, 32 high bits, 32 x 4 low bits
+    case TSR_GGML_Q5_1: return 2 + 2 + 4 + 16;  // d, m, 32 high bits, 32 x 4 low bits
     case TSR_GGML_Q8_0: return 2 + 32;          // d, 32 x int8
     case TSR_GGML_Q4_K: return 2 + 2 + 12 + 128; // d, dmin, 8 x (6-bit scale, 6-bit min), 256 x 4-bit
+    case TSR_GGML_Q5_K: return 2 + 2 + 12 + 32 + 128; // as Q4_K, plus 256 high bits
     case TSR_GGML_Q6_K: return 128 + 64 + 16 + 2; // ql, qh, 16 x int8 scale, d
     default: return 0;
     }
@@ -79,6 +82,24 @@ static void dequant_q4_1(const uint8_t *b, float *y, int64_t nb) {
         for (int j = 0; j < 16; j++) {
             y[j] = d * (float)(qs[j] & 0x0f) + m;
             y[j + 16] = d * (float)(qs[j] >> 4) + m;
+        }
+    }
+}
+
+// Q5_0 / Q5_1: weight j < 16 is the low nibble of qs[j] plus bit j of qh as 16; weight 16 + j
+// the high nibble plus bit 16 + j. Q5_0: d·(q − 16); Q5_1: d·q + m.
+static void dequant_q5(const uint8_t *b, float *y, int64_t nb, int with_min) {
+    const int64_t bb = with_min ? 24 : 22;
+    for (int64_t i = 0; i < nb; i++, b += bb, y += 32) {
+        const float d = tsr_f16_to_f32(read_u16(b));
+        const float m = with_min ? tsr_f16_to_f32(read_u16(b + 2)) : -16.0f * d;
+        const uint8_t *h = b + (with_min ? 4 : 2), *qs = h + 4;
+        const uint32_t qh = (uint32_t)h[0] | ((uint32_t)h[1] << 8) | ((uint32_t)h[2] << 16) | ((uint32_t)h[3] << 24);
+        for (int j = 0; j < 16; j++) {
+            const int lo = (qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+            const int hi = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            y[j] = with_min ? d * (float)lo + m : d * (float)(lo - 16);
+            y[j + 16] = with_min ? d * (float)hi + m : d * (float)(hi - 16);
         }
     }
 }
@@ -108,6 +129,25 @@ static void dequant_q4_k(const uint8_t *b, float *y, int64_t nb) {
             for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
             q += 32;
             is += 2;
+        }
+    }
+}
+
+// Q5_K: Q4_K's scales and minimums; the 4 low bits of sub-block pair p's weights in qs[32p..],
+// the fifth bit of weight l of sub-block s in bit s of qh[l].
+static void dequant_q5_k(const uint8_t *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, b += 176) {
+        const float d = tsr_f16_to_f32(read_u16(b));
+        const float dmin = tsr_f16_to_f32(read_u16(b + 2));
+        const uint8_t *scales = b + 4, *qh = b + 16, *q = b + 48;
+        for (int pair = 0; pair < 4; pair++, q += 32) {
+            uint8_t sc, m;
+            tsr_q4k_scale_min(2 * pair, scales, &sc, &m);
+            const float d1 = d * sc, m1 = dmin * m;
+            tsr_q4k_scale_min(2 * pair + 1, scales, &sc, &m);
+            const float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] & 0x0f) | (((qh[l] >> (2 * pair)) & 1) << 4)) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)((q[l] >> 4) | (((qh[l] >> (2 * pair + 1)) & 1) << 4)) - m2;
         }
     }
 }
@@ -214,7 +254,10 @@ tsr_status tsr_dequantize(int t, const void *src, float *dst, int64_t n) {
     case TSR_GGML_Q4_0: dequant_q4_0(b, dst, nb); break;
     case TSR_GGML_Q4_1: dequant_q4_1(b, dst, nb); break;
     case TSR_GGML_Q8_0: dequant_q8_0(b, dst, nb); break;
+    case TSR_GGML_Q5_0: dequant_q5(b, dst, nb, 0); break;
+    case TSR_GGML_Q5_1: dequant_q5(b, dst, nb, 1); break;
     case TSR_GGML_Q4_K: dequant_q4_k(b, dst, nb); break;
+    case TSR_GGML_Q5_K: dequant_q5_k(b, dst, nb); break;
     case TSR_GGML_Q6_K: dequant_q6_k(b, dst, nb); break;
     default: return TSR_ERR_UNSUPPORTED_TYPE;
     }

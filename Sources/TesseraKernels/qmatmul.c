@@ -21,7 +21,8 @@
 static inline uint16_t q_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 int tsr_type_is_quantized(int t) {
-    return t == TSR_GGML_Q4_0 || t == TSR_GGML_Q4_1 || t == TSR_GGML_Q8_0 || t == TSR_GGML_Q4_K || t == TSR_GGML_Q6_K;
+    return t == TSR_GGML_Q4_0 || t == TSR_GGML_Q4_1 || t == TSR_GGML_Q5_0 || t == TSR_GGML_Q5_1 || t == TSR_GGML_Q8_0 ||
+           t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K || t == TSR_GGML_Q6_K;
 }
 
 // ---- rows interleaved by 8 (TSR_LAYOUT_X8) ----

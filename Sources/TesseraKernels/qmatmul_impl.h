@@ -64,6 +64,48 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
             sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d; off[b - b0] = 0;
         }
         break;
+    case TSR_GGML_Q5_0:
+    case TSR_GGML_Q5_1: {
+        // 5-bit unsigned weights: the nibble and one bit of qh as 16; Q5_0's offset −16·d.
+        const int with_min = type == TSR_GGML_Q5_1;
+        const int64_t bb = with_min ? 24 : 22;
+        for (int64_t b = b0; b < b1; b++) {
+            const uint8_t *p = row + b * bb, *h = p + (with_min ? 4 : 2), *qs = h + 4;
+            const float d = H2F(q_u16(p));
+            uint32_t qh;
+            memcpy(&qh, h, 4);
+            int8_t *w = wq + (b - b0) * 32;
+            for (int j = 0; j < 16; j++) {
+                w[j] = (int8_t)((qs[j] & 15) | (((qh >> j) & 1) << 4));
+                w[j + 16] = (int8_t)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
+            }
+            sc[2 * (b - b0)] = d; sc[2 * (b - b0) + 1] = d;
+            off[b - b0] = with_min ? H2F(q_u16(p + 2)) : -16.0f * d;
+        }
+        break;
+    }
+    case TSR_GGML_Q5_K:
+        // b0, b1 are multiples of 8 here (whole super-blocks of 256). Q4_K's scales and
+        // minimums; the fifth bit of sub-block s's weight l is bit s of qh[l].
+        for (int64_t b = b0; b < b1; b += 8) {
+            const uint8_t *p = row + (b / 8) * 176;
+            const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
+            const uint8_t *scales = p + 4, *qh = p + 16, *q = p + 48;
+            for (int s = 0; s < 8; s++) {
+                uint8_t scv, mv;
+                tsr_q4k_scale_min(s, scales, &scv, &mv);
+                const int64_t k = b - b0 + s;
+                sc[2 * k] = d * (float)scv; sc[2 * k + 1] = d * (float)scv; off[k] = -dmin * (float)mv;
+            }
+            for (int pair = 0; pair < 4; pair++) {
+                int8_t *w = wq + (b - b0 + 2 * pair) * 32;
+                for (int l = 0; l < 32; l++) {
+                    w[l] = (int8_t)((q[32 * pair + l] & 15) | (((qh[l] >> (2 * pair)) & 1) << 4));
+                    w[32 + l] = (int8_t)((q[32 * pair + l] >> 4) | (((qh[l] >> (2 * pair + 1)) & 1) << 4));
+                }
+            }
+        }
+        break;
     case TSR_GGML_Q4_K:
         // b0, b1 are multiples of 8 here (whole super-blocks of 256).
         for (int64_t b = b0; b < b1; b += 8) {
@@ -141,22 +183,39 @@ QTARGET static float QFN(dot_q8)(const int8_t *wq, const float *sc, const float 
 }
 
 #if QSIMD != 0
-// Fused kernels for the 32-weight block types (Q4_0, Q4_1, Q8_0): each block is unpacked in
-// registers and serves NR activation rows (1..4) before the next block; no staging.
+// Fused kernels for the 32-weight block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each block is
+// unpacked in registers and serves NR activation rows (1..4) before the next block; no staging.
 #if QSIMD == 1
 #define QIDOT(wu, qs) _mm256_madd_epi16(_mm256_maddubs_epi16((wu), (qs)), _mm256_set1_epi16(1))
 #else
 #define QIDOT(wu, qs) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (wu), (qs))
 #endif
 
-// Block b of a Q4_0 / Q4_1 / Q8_0 row: its 32 weights as bytes (unsigned nibbles, or signed
-// for Q8_0) and its f16 (scale, offset) pair as 32 bits (Q4_0 and Q8_0: offset derived below).
+// Block b of a Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 row: its 32 weights as bytes (unsigned 4- or
+// 5-bit values, or signed for Q8_0) and its f16 (scale, offset) pair as 32 bits (Q4_0, Q5_0
+// and Q8_0: offset derived below).
 QTARGET static inline __attribute__((always_inline)) __m256i QFN(block_bytes)(int type, const uint8_t *row, int64_t b, uint32_t *dm) {
     const __m128i m4 = _mm_set1_epi8(15);
     if (type == TSR_GGML_Q8_0) {
         const uint8_t *p = row + b * 34;
         *dm = q_u16(p);
         return _mm256_loadu_si256((const __m256i *)(p + 2));
+    }
+    if (type == TSR_GGML_Q5_0 || type == TSR_GGML_Q5_1) {
+        // The nibbles as for Q4, plus bit j of qh as 16 in byte j: each byte picks its qh byte
+        // (j / 8, within its 128-bit lane of the broadcast), tests its bit, keeps 16 if set.
+        const int with_min = type == TSR_GGML_Q5_1;
+        const uint8_t *p = row + b * (with_min ? 24 : 22), *h = p + (with_min ? 4 : 2);
+        const __m128i raw = _mm_loadu_si128((const __m128i *)(h + 4));
+        if (with_min) memcpy(dm, p, 4); else *dm = q_u16(p);
+        uint32_t qh;
+        memcpy(&qh, h, 4);
+        const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                                   _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                    2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+        const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+        return _mm256_or_si256(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), _mm_and_si128(raw, m4)), high);
     }
     const uint8_t *p = row + b * (type == TSR_GGML_Q4_1 ? 20 : 18);
     const __m128i raw = _mm_loadu_si128((const __m128i *)(p + (type == TSR_GGML_Q4_1 ? 4 : 2)));
@@ -171,6 +230,8 @@ QTARGET static inline __attribute__((always_inline)) __m128 QFN(block_scales)(in
     if (type == TSR_GGML_Q4_0) {
         const __m128 d = _mm_moveldup_ps(f);  // f16 pairs (d, 0): d0 d0 d1 d1
         f = _mm_mul_ps(d, _mm_setr_ps(1, -8, 1, -8));
+    } else if (type == TSR_GGML_Q5_0) {
+        f = _mm_mul_ps(_mm_moveldup_ps(f), _mm_setr_ps(1, -16, 1, -16));  // d·(q − 16)
     } else if (type == TSR_GGML_Q8_0) {
         f = _mm_mul_ps(_mm_moveldup_ps(f), _mm_setr_ps(1, 0, 1, 0));
     }
@@ -236,8 +297,8 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
     }
 }
 
-// Q4_K: a super-block of 256 weights is 8 sub-blocks of 32 (one activation block each) with
-// 6-bit scales and mins: w = d·sc_j·q − dmin·m_j. Scales and mins are unpacked once per
+// Q4_K (and Q5_K): a super-block of 256 weights is 8 sub-blocks of 32 (one activation block
+// each) with 6-bit scales and mins: w = d·sc_j·q − dmin·m_j. Scales and mins are unpacked once per
 // super-block into vectors; the offsets of all 8 sub-blocks take one FMA per row.
 // TWO: two-level activations in the same pass over the weights, as the x8 kernels do: the
 // integer sums combined exactly as 256·Σw·q + Σw·r (|Σw·q| ≤ 32·15·127, so no overflow) and
@@ -245,12 +306,14 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
 QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type, const uint8_t *row, int64_t nb,
                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
                                                                          const int NR, const int TWO, float *out) {
-    (void)type;
+    // Q5_K (type): the same with a fifth bit per weight, bit s of qh[l] for sub-block s.
+    const int five = type == TSR_GGML_Q5_K;
     __m256 acc0[4], acc1[4], accm[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = accm[r] = _mm256_setzero_ps(); }
-    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
     for (int64_t sb = 0; sb < nb / 8; sb++) {
-        const uint8_t *p = row + sb * 144;
+        const uint8_t *p = row + sb * (five ? 176 : 144), *qs = p + (five ? 48 : 16);
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
         const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
         float scf[8], mnf[8];
         for (int j = 0; j < 8; j++) {
@@ -268,8 +331,13 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
             accm[r] = _mm256_fmadd_ps(dmn, sa, accm[r]);
             const __m256 scale = _mm256_mul_ps(dsc, da);
             for (int k = 0; k < 4; k++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
-                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (five) {
+                    // Bits 2k and 2k + 1 of each qh byte as 16 (16-bit shifts, masked per byte).
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
+                }
                 __m256i s0 = QIDOT(lo, _mm256_loadu_si256((const __m256i *)ab[2 * k].q));
                 __m256i s1 = QIDOT(hi, _mm256_loadu_si256((const __m256i *)ab[2 * k + 1].q));
                 if (TWO) {
@@ -379,8 +447,11 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
     } }
 QFUSED_SPAN(TSR_GGML_Q4_0, fused_span_q4_0, fused_rows, 0)
 QFUSED_SPAN(TSR_GGML_Q4_1, fused_span_q4_1, fused_rows, 0)
+QFUSED_SPAN(TSR_GGML_Q5_0, fused_span_q5_0, fused_rows, 0)
+QFUSED_SPAN(TSR_GGML_Q5_1, fused_span_q5_1, fused_rows, 0)
 QFUSED_SPAN(TSR_GGML_Q8_0, fused_span_q8_0, fused_rows, 0)
 QFUSED_SPAN(TSR_GGML_Q4_K, fused_span_q4_k, q4k_rows, 1)
+QFUSED_SPAN(TSR_GGML_Q5_K, fused_span_q5_k, q4k_rows, 1)
 QFUSED_SPAN(TSR_GGML_Q6_K, fused_span_q6_k, q6k_rows, 1)
 #undef QFUSED_SPAN
 
@@ -403,10 +474,10 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         if (lo >= hi) continue;
         const int quant = tsr_type_is_quantized(part->type);
         // The residual pass: stored-layout quantized parts only (the rest are done), and of those
-        // not Q4_K / Q6_K in the SIMD variants (their kernels take both levels in one pass).
+        // not Q4_K / Q5_K / Q6_K in the SIMD variants (their kernels take both levels in one pass).
         if (j->lo_pass && (!quant || part->layout == TSR_LAYOUT_X8)) continue;
 #if QSIMD != 0
-        if (j->lo_pass && (part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q6_K)) continue;
+        if (j->lo_pass && (part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q5_K || part->type == TSR_GGML_Q6_K)) continue;
 #endif
         const int is_signed = part->type == TSR_GGML_Q8_0 || part->type == TSR_GGML_Q6_K;
         const int64_t nb_row = j->inputs / 32;
@@ -441,11 +512,13 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
             continue;
         }
 #if QSIMD != 0
-        if (quant && j->xq != NULL && (part->type == TSR_GGML_Q4_0 || part->type == TSR_GGML_Q4_1 || part->type == TSR_GGML_Q8_0 ||
-                                       part->type == TSR_GGML_Q4_K || part->type == TSR_GGML_Q6_K)) {
+        if (quant && j->xq != NULL) {
             const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
             if (part->type == TSR_GGML_Q4_1) QFN(fused_span_q4_1)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q5_0) QFN(fused_span_q5_0)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q5_1) QFN(fused_span_q5_1)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q4_K) QFN(fused_span_q4_k)(part, g0, g1, j);
+            else if (part->type == TSR_GGML_Q5_K) QFN(fused_span_q5_k)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q6_K) QFN(fused_span_q6_k)(part, g0, g1, j);
             else if (part->type == TSR_GGML_Q4_0) QFN(fused_span_q4_0)(part, g0, g1, j);
             else QFN(fused_span_q8_0)(part, g0, g1, j);

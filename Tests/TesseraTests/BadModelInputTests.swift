@@ -96,8 +96,8 @@ final class BadModelInputTests: XCTestCase {
     func testUnsupportedQuantizationType() throws {
         var parts = try tinyParts()
         let i = try XCTUnwrap(parts.tensors.firstIndex { $0.name == "blk.0.ffn_up.weight" })
-        parts.tensors[i].type = 13 // Q5_K
-        expectModelError(try write(parts)) { $0 == .format(.unsupportedTensorType(tensor: "blk.0.ffn_up.weight", type: "Q5_K")) }
+        parts.tensors[i].type = 11 // Q3_K
+        expectModelError(try write(parts)) { $0 == .format(.unsupportedTensorType(tensor: "blk.0.ffn_up.weight", type: "Q3_K")) }
     }
 
     func testUnknownArchitecture() throws {

@@ -8,7 +8,7 @@ final class DequantizationTests: XCTestCase {
         let manifest = try Fixtures.json("dequant/manifest.json")
         let entries = try XCTUnwrap(manifest["tensors"] as? [[String: Any]])
         let names = Set(entries.compactMap { $0["name"] as? String })
-        XCTAssertEqual(names, ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"])
+        XCTAssertEqual(names, ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k", "q5_0", "q5_1", "q5_k"])
         for entry in entries {
             let name = try XCTUnwrap(entry["name"] as? String)
             let info = try XCTUnwrap(gguf.tensor(named: name), name)

@@ -12,7 +12,8 @@ import TesseraKernels
 /// to ±127) |x − d·q − (d/256)·r| ≤ d/256, so |Δy| ≤ Σ_blocks amax_b(x)/(127·256) · Σ|w_j|.
 /// F16, BF16 and F32 weights take f32 activations: only rounding.
 final class QuantizedMatmulTests: XCTestCase {
-    static let quantizedTypes: [Int32] = [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q6_K)]
+    static let quantizedTypes: [Int32] = [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q5_1),
+                                          Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q5_K), Int32(TSR_GGML_Q6_K)]
     static let floatTypes: [Int32] = [Int32(TSR_GGML_F16), Int32(TSR_GGML_BF16), Int32(TSR_GGML_F32)]
 
     /// Random but valid blocks: random quant bytes, scales set to small finite values.
@@ -26,9 +27,9 @@ final class QuantizedMatmulTests: XCTestCase {
             let o = k * bb
             let scale = Float(rng.unit()) * 0.05 + 0.001
             switch type {
-            case Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q8_0): setHalf(o, scale)
-            case Int32(TSR_GGML_Q4_1): setHalf(o, scale); setHalf(o + 2, Float(rng.unit()) * 0.2 - 0.1)
-            case Int32(TSR_GGML_Q4_K): setHalf(o, scale * 0.1); setHalf(o + 2, scale * 0.05)
+            case Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q8_0): setHalf(o, scale)
+            case Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q5_1): setHalf(o, scale); setHalf(o + 2, Float(rng.unit()) * 0.2 - 0.1)
+            case Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q5_K): setHalf(o, scale * 0.1); setHalf(o + 2, scale * 0.05)
             case Int32(TSR_GGML_Q6_K): setHalf(o + 208, scale * 0.02)
             case Int32(TSR_GGML_F16): setHalf(o, Float(rng.unit()) * 2 - 1)
             case Int32(TSR_GGML_BF16):

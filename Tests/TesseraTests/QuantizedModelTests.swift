@@ -116,4 +116,41 @@ final class QuantizedModelTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(greedy, tokens.count - 3, "argmax should agree almost everywhere")
         }
     }
+
+    /// Q5_0 / Q5_1 (what K-quant files fall back to for rows not a multiple of 256: most of a
+    /// SmolLM2 Q4_K_M) and Q5_K, in small random models: the weight-type kernels with two-level
+    /// activations against the f32 path over the same dequantized weights (whose dequantization
+    /// DequantizationTests checks against the gguf package), prefill rows and decode steps.
+    func testFiveBitTypesAgreeWithTheirDequantizedWeights() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let shape = SyntheticModel.Shape(hidden: 256, intermediate: 512, layers: 2, heads: 4, kvHeads: 2, vocabulary: 512, context: 128)
+        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
+        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
+        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)  // every row through the kernels
+        let tokens: [Int32] = (0..<24).map { Int32(($0 * 131 + 7) % 512) }
+        for type in [GGMLType.q5_0, .q5_1, .q5_K] {
+            let path = dir.appendingPathComponent("\(type).gguf").path
+            try SyntheticModel.write(path: path, shape: shape, type: type, seed: 3)
+            let exact = try LlamaModel.load(path: path, options: .init(activations: .f32, kvCache: .f32))
+            let kernel = try LlamaModel.load(path: path, options: .init(activations: .q8x2, kvCache: .f32))
+            XCTAssertEqual(kernel.weightTypes[type.description], 7 * shape.layers + 2, "\(type): every matrix stays in its type")
+            let a = try allLogits(exact, tokens: tokens), b = try allLogits(kernel, tokens: tokens)
+            let scale = a.flatMap { $0 }.map(abs).max() ?? 0
+            var worst: Float = 0
+            for (x, y) in zip(a, b) { worst = max(worst, maxAbsDifference(x, y)) }
+            print("\(type): kernel vs dequantized f32, largest logit difference \(worst) (logits up to \(scale))")
+            XCTAssertGreaterThan(scale, 0.1, "\(type): logits should not be trivially small")
+            XCTAssertLessThan(worst, 2e-3 * scale, "\(type)")
+            // Decode steps, one row at a time, agree with the prefill rows.
+            let cache = try kernel.makeCache(capacity: tokens.count)
+            let scratch = kernel.makeScratch()
+            for (i, t) in tokens.enumerated() {
+                var step = ForwardBatch()
+                step.append(token: t, position: i, sequence: 0, wantLogits: true)
+                let row = try kernel.forward(step, caches: [cache], scratch: scratch).array(0)
+                XCTAssertLessThan(maxAbsDifference(row, a[i]), 2e-3 * scale, "\(type) decode step \(i)")
+            }
+        }
+    }
 }

@@ -9,8 +9,11 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let f16 = GGMLType(rawValue: 1)
     public static let q4_0 = GGMLType(rawValue: 2)
     public static let q4_1 = GGMLType(rawValue: 3)
+    public static let q5_0 = GGMLType(rawValue: 6)
+    public static let q5_1 = GGMLType(rawValue: 7)
     public static let q8_0 = GGMLType(rawValue: 8)
     public static let q4_K = GGMLType(rawValue: 12)
+    public static let q5_K = GGMLType(rawValue: 13)
     public static let q6_K = GGMLType(rawValue: 14)
     public static let bf16 = GGMLType(rawValue: 30)
 

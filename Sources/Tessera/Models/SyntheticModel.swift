@@ -31,7 +31,7 @@ public enum SyntheticModel {
         case io(String)
         public var description: String {
             switch self {
-            case .unsupportedType(let t): "synthetic weights of type \(t) are not supported (use q4_0, q4_1, q8_0, f16 or f32)"
+            case .unsupportedType(let t): "synthetic weights of type \(t) are not supported (use q4_0, q4_1, q5_0, q5_1, q8_0, q5_k, f16 or f32)"
             case .io(let s): s
             }
         }
@@ -40,9 +40,10 @@ public enum SyntheticModel {
     /// Writes the model to `path` with every matrix in `type` (norms in F32). Returns the file size.
     @discardableResult
     public static func write(path: String, shape s: Shape, type: GGMLType, seed: UInt64 = 1) throws -> Int {
-        guard [GGMLType.q4_0, .q4_1, .q8_0, .f16, .f32].contains(type) else { throw WriteError.unsupportedType(type.description) }
-        guard s.hidden % 32 == 0, s.intermediate % 32 == 0, s.hidden % s.heads == 0, s.heads % s.kvHeads == 0 else {
-            throw WriteError.io("shape: hidden and intermediate must be multiples of 32, heads a multiple of kv heads")
+        guard [GGMLType.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q5_K, .f16, .f32].contains(type) else { throw WriteError.unsupportedType(type.description) }
+        let unit = max(type.blockElements, 32)
+        guard s.hidden % unit == 0, s.intermediate % unit == 0, s.hidden % s.heads == 0, s.heads % s.kvHeads == 0 else {
+            throw WriteError.io("shape: hidden and intermediate must be multiples of \(unit) for \(type), heads a multiple of kv heads")
         }
         let kv = s.hidden / s.heads * s.kvHeads
         var tensors: [(name: String, dims: [Int], type: GGMLType)] = [("token_embd.weight", [s.hidden, s.vocabulary], type)]
@@ -103,7 +104,7 @@ public enum SyntheticModel {
         let blockBytes = type.blockBytes, blockElements = type.blockElements
         var rng = seed | 1
         func next() -> UInt64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
-        var chunk = [UInt8](repeating: 0, count: chunkBlocks * blockBytes + 4096)
+        var chunk = [UInt8](repeating: 0, count: (chunkBlocks + 64) * blockBytes)  // room for a start up to 63 blocks in
         for i in 0..<chunk.count { chunk[i] = UInt8(truncatingIfNeeded: next() >> 32) }
         func half(_ v: Float) -> UInt16 { Float16(v).bitPattern }
         if blockElements == 32 {
@@ -111,7 +112,15 @@ public enum SyntheticModel {
                 let o = k * blockBytes
                 let d = half(0.002 + Float(next() % 1000) / 1000 * 0.004)
                 chunk[o] = UInt8(d & 0xff); chunk[o + 1] = UInt8(d >> 8)
-                if type == .q4_1 { let m = half(-0.02); chunk[o + 2] = UInt8(m & 0xff); chunk[o + 3] = UInt8(m >> 8) }
+                if type == .q4_1 || type == .q5_1 { let m = half(-0.02); chunk[o + 2] = UInt8(m & 0xff); chunk[o + 3] = UInt8(m >> 8) }
+            }
+        } else if type == .q5_K {
+            // d and dmin of each super-block; its 6-bit scales and minimums stay random.
+            for k in 0..<(chunk.count / blockBytes) {
+                let o = k * blockBytes
+                let d = half(0.00005 + Float(next() % 1000) / 1000 * 0.0001), dmin = half(0.0004)
+                chunk[o] = UInt8(d & 0xff); chunk[o + 1] = UInt8(d >> 8)
+                chunk[o + 2] = UInt8(dmin & 0xff); chunk[o + 3] = UInt8(dmin >> 8)
             }
         } else if type == .f16 {
             for k in 0..<(chunk.count / 2) { let v = half((Float(next() % 2000) / 1000 - 1) * 0.03); chunk[2 * k] = UInt8(v & 0xff); chunk[2 * k + 1] = UInt8(v >> 8) }

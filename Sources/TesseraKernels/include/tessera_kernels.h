@@ -25,8 +25,11 @@ enum {
     TSR_GGML_F16 = 1,
     TSR_GGML_Q4_0 = 2,
     TSR_GGML_Q4_1 = 3,
+    TSR_GGML_Q5_0 = 6,
+    TSR_GGML_Q5_1 = 7,
     TSR_GGML_Q8_0 = 8,
     TSR_GGML_Q4_K = 12,
+    TSR_GGML_Q5_K = 13,
     TSR_GGML_Q6_K = 14,
     TSR_GGML_BF16 = 30,
 };
