@@ -31,10 +31,13 @@ int tsr_type_is_quantized(int t) {
 // vector k's low nibbles are weights 4k..4k+3 and its high nibbles 16+4k..16+4k+3, so one AND
 // or shift gives 8 rows' weights against one broadcast 4-byte piece of the activations.
 
+// Q5_0 / Q5_1 add the 8 rows' 32-bit masks of fifth bits (row j's at 4j) before the quants.
 static inline int64_t x8_block_bytes(int t) {
     switch (t) {
     case TSR_GGML_Q4_0: return 16 + 128;
     case TSR_GGML_Q4_1: return 32 + 128;
+    case TSR_GGML_Q5_0: return 16 + 32 + 128;
+    case TSR_GGML_Q5_1: return 32 + 32 + 128;
     case TSR_GGML_Q8_0: return 16 + 256;
     default: return 0;
     }
@@ -42,9 +45,13 @@ static inline int64_t x8_block_bytes(int t) {
 
 int64_t tsr_x8_group_block_bytes(int t) { return x8_block_bytes(t); }
 
-// Offset of the quants within a group's block, and the stored block's layout.
-static inline int64_t x8_quants_offset(int t) { return t == TSR_GGML_Q4_1 ? 32 : 16; }
-static inline int64_t stored_quants_offset(int t) { return t == TSR_GGML_Q4_1 ? 4 : 2; }
+static inline int x8_has_min(int t) { return t == TSR_GGML_Q4_1 || t == TSR_GGML_Q5_1; }
+static inline int x8_is_five(int t) { return t == TSR_GGML_Q5_0 || t == TSR_GGML_Q5_1; }
+// Offsets within a group's block (the fifth bits, the quants) and within a stored block.
+static inline int64_t x8_qh_offset(int t) { return x8_has_min(t) ? 32 : 16; }
+static inline int64_t x8_quants_offset(int t) { return x8_qh_offset(t) + (x8_is_five(t) ? 32 : 0); }
+static inline int64_t stored_qh_offset(int t) { return x8_has_min(t) ? 4 : 2; }
+static inline int64_t stored_quants_offset(int t) { return stored_qh_offset(t) + (x8_is_five(t) ? 4 : 0); }
 static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; }
 
 typedef struct { const tsr_weight_part *src; int64_t inputs; uint8_t *dst; } pack_job;
@@ -66,7 +73,8 @@ static void pack_task(void *ctx, int thread, int threads) {
             const uint8_t *sb = row + b * bb;
             uint8_t *db = grp + b * gb;
             memcpy(db + 2 * lane, sb, 2);
-            if (t == TSR_GGML_Q4_1) memcpy(db + 16 + 2 * lane, sb + 2, 2);
+            if (x8_has_min(t)) memcpy(db + 16 + 2 * lane, sb + 2, 2);
+            if (x8_is_five(t)) memcpy(db + x8_qh_offset(t) + 4 * lane, sb + stored_qh_offset(t), 4);
             for (int64_t k = 0; k < qb / 4; k++) memcpy(db + qo + 32 * k + 4 * lane, sb + so + 4 * k, 4);
         }
     }
@@ -96,7 +104,8 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
             const uint8_t *db = grp + b * gb;
             uint8_t *sb = stored + (b - c0) * bb;
             memcpy(sb, db + 2 * lane, 2);
-            if (t == TSR_GGML_Q4_1) memcpy(sb + 2, db + 16 + 2 * lane, 2);
+            if (x8_has_min(t)) memcpy(sb + 2, db + 16 + 2 * lane, 2);
+            if (x8_is_five(t)) memcpy(sb + stored_qh_offset(t), db + x8_qh_offset(t) + 4 * lane, 4);
             for (int64_t k = 0; k < qb / 4; k++) memcpy(sb + so + 4 * k, db + qo + 32 * k + 4 * lane, 4);
         }
         tsr_dequantize(t, stored, dst + (c0 - b0) * 32, (c1 - c0) * 32);

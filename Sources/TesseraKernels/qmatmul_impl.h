@@ -487,6 +487,8 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
 #if QSIMD != 0
                 if (part->type == TSR_GGML_Q4_1) QFN(x8_span_q4_1)(part, g0, g1, j);
                 else if (part->type == TSR_GGML_Q4_0) QFN(x8_span_q4_0)(part, g0, g1, j);
+                else if (part->type == TSR_GGML_Q5_0) QFN(x8_span_q5_0)(part, g0, g1, j);
+                else if (part->type == TSR_GGML_Q5_1) QFN(x8_span_q5_1)(part, g0, g1, j);
                 else QFN(x8_span_q8_0)(part, g0, g1, j);
 #else
                 QFN(x8_span)(part, g0, g1, j);

@@ -15,8 +15,8 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_scale_block)(co
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[r]), _mm256_mul_ps(d8, _mm256_set1_ps(da)), acc[r]);
     }
     if (NR == 1 && type != TSR_GGML_Q8_0) {
-        const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                : _mm256_mul_ps(d8, _mm256_set1_ps(-8.0f));
+        const __m256 m8 = x8_has_min(type) ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                           : _mm256_mul_ps(d8, _mm256_set1_ps(type == TSR_GGML_Q5_0 ? -16.0f : -8.0f));
         accm[0] = _mm256_fmadd_ps(m8, _mm256_set1_ps(TWO ? a[b].s + alo[b].s : a[b].s), accm[0]);
     }
 }
@@ -31,8 +31,9 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const i
     if (NR > 1 && type != TSR_GGML_Q8_0) {
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *p = grp + b * gb;
-            const __m256 m8 = type == TSR_GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
-                                                    : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_ps(-8.0f));
+            const __m256 m8 = x8_has_min(type) ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)))
+                                               : _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
+                                                               _mm256_set1_ps(type == TSR_GGML_Q5_0 ? -16.0f : -8.0f));
             for (int r = 0; r < NR; r++) {
                 const float sa = TWO ? a[r * a_stride + b].s + alo[r * a_stride + b].s : a[r * a_stride + b].s;
                 accm[r] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sa), accm[r]);
@@ -50,11 +51,20 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_finish)(const i
 #define QX8_PREFETCH 8192
 #endif
 
+// Q5_0 / Q5_1: bits 0-3 of each 32-bit lane of v as 16 in the lane's bytes 0-3 (the fifth bits
+// of a quant vector's 4 weights per row), else 0.
+QTARGET static inline __attribute__((always_inline)) __m256i QFN(x8_fifth_bits)(__m256i v) {
+    const __m256i dup = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+                                         0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
+    const __m256i bits = _mm256_set1_epi32(0x08040201);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, dup), bits), bits), _mm256_set1_epi8(16));
+}
+
 // Rows interleaved by 8 (TSR_LAYOUT_X8): one group of 8 output rows against NR activation rows
 // (1..4); out[r] gets the 8 rows' sums. Per block and activation row: 8 multiplies of 8 rows ×
 // 4 weights against a broadcast 4-byte piece of the activations, summed exactly in 16 bits
-// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits, then one scale FMA and one
-// offset FMA for all 8 rows. A row's operations do not depend on NR.
+// (nibble weights: |sum| <= 8 · 2 · 15 · 127 < 2^15) or 32 bits (5-bit weights: per vector),
+// then one scale FMA and one offset FMA for all 8 rows. A row's operations do not depend on NR.
 QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int type, const uint8_t *grp, int64_t nb,
                                                                         const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
                                                                         const int NR, const int TWO, __m256 *out) {
@@ -97,22 +107,31 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
                 }
             }
         } else {
+            const int five = x8_is_five(type);
+            const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + x8_qh_offset(type))) : _mm256_setzero_si256();
 #if QSIMD == 1
             __m256i s16[4], t16[4];
-            for (int r = 0; r < 4; r++) s16[r] = t16[r] = _mm256_setzero_si256();
+            for (int r = 0; r < 4; r++) s16[r] = t16[r] = s32[r] = t32[r] = _mm256_setzero_si256();
 #else
             for (int r = 0; r < 4; r++) s32[r] = t32[r] = _mm256_setzero_si256();
 #endif
             for (int k = 0; k < 4; k++) {
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
-                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (five) {  // weights 4k.. take bits 4k.. of their row's mask, weights 16 + 4k.. bits 16 + 4k..
+                    lo = _mm256_or_si256(lo, QFN(x8_fifth_bits)(_mm256_srli_epi32(qh, 4 * k)));
+                    hi = _mm256_or_si256(hi, QFN(x8_fifth_bits)(_mm256_srli_epi32(qh, 16 + 4 * k)));
+                }
                 for (int r = 0; r < NR; r++) {
                     int32_t plo, phi;
                     memcpy(&plo, a[r * a_stride + b].q + 4 * k, 4);
                     memcpy(&phi, a[r * a_stride + b].q + 16 + 4 * k, 4);
 #if QSIMD == 1
-                    s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
-                                                                       _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+                    const __m256i sum = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                         _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi)));
+                    // 5-bit weights: |one vector's sum| <= 4 · 31 · 127 < 2^15, but not four.
+                    if (five) s32[r] = _mm256_add_epi32(s32[r], _mm256_madd_epi16(sum, ones));
+                    else s16[r] = _mm256_add_epi16(s16[r], sum);
 #else
                     s32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(s32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
 #endif
@@ -120,8 +139,10 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
                         memcpy(&plo, alo[r * a_stride + b].q + 4 * k, 4);
                         memcpy(&phi, alo[r * a_stride + b].q + 16 + 4 * k, 4);
 #if QSIMD == 1
-                        t16[r] = _mm256_add_epi16(t16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
-                                                                           _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi))));
+                        const __m256i sum2 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(plo)),
+                                                              _mm256_maddubs_epi16(hi, _mm256_set1_epi32(phi)));
+                        if (five) t32[r] = _mm256_add_epi32(t32[r], _mm256_madd_epi16(sum2, ones));
+                        else t16[r] = _mm256_add_epi16(t16[r], sum2);
 #else
                         t32[r] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(t32[r], lo, _mm256_set1_epi32(plo)), hi, _mm256_set1_epi32(phi));
 #endif
@@ -129,9 +150,11 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows)(const int
                 }
             }
 #if QSIMD == 1
-            for (int r = 0; r < NR; r++) {
-                s32[r] = _mm256_madd_epi16(s16[r], ones);
-                if (TWO) t32[r] = _mm256_madd_epi16(t16[r], ones);
+            if (!five) {
+                for (int r = 0; r < NR; r++) {
+                    s32[r] = _mm256_madd_epi16(s16[r], ones);
+                    if (TWO) t32[r] = _mm256_madd_epi16(t16[r], ones);
+                }
             }
 #endif
         }
@@ -185,8 +208,25 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows512)(const 
             // Vectors 0-1 and 2-3: low nibbles are weights 4k.. (activation dwords k), high
             // nibbles 16 + 4k.. (dwords 4 + k).
             const __m512i z01 = _mm512_loadu_si512((const void *)qs), z23 = _mm512_loadu_si512((const void *)(qs + 64));
-            const __m512i lo01 = _mm512_and_si512(z01, m4), hi01 = _mm512_and_si512(_mm512_srli_epi16(z01, 4), m4);
-            const __m512i lo23 = _mm512_and_si512(z23, m4), hi23 = _mm512_and_si512(_mm512_srli_epi16(z23, 4), m4);
+            __m512i lo01 = _mm512_and_si512(z01, m4), hi01 = _mm512_and_si512(_mm512_srli_epi16(z01, 4), m4);
+            __m512i lo23 = _mm512_and_si512(z23, m4), hi23 = _mm512_and_si512(_mm512_srli_epi16(z23, 4), m4);
+            if (x8_is_five(type)) {
+                // Fifth bits: lanes 0-7 (vector k) take bits 4k.. of their row's mask, lanes 8-15
+                // (vector k + 1) bits 4k + 4..; +16 where set.
+                const __m256i q8 = _mm256_loadu_si256((const __m256i *)(p + x8_qh_offset(type)));
+                const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q8), q8, 1);
+                const __m512i dup = _mm512_set_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0, 0x0C0C0C0C, 0x08080808, 0x04040404, 0,
+                                                     0x0C0C0C0C, 0x08080808, 0x04040404, 0, 0x0C0C0C0C, 0x08080808, 0x04040404, 0);
+                const __m512i bits = _mm512_set1_epi32(0x08040201), sixteen = _mm512_set1_epi8(16);
+#define QX8_FIFTH(V, S0, S1) \
+                V = _mm512_mask_add_epi8(V, _mm512_test_epi8_mask(_mm512_shuffle_epi8(_mm512_srlv_epi32(qq, \
+                        _mm512_set_epi32(S1, S1, S1, S1, S1, S1, S1, S1, S0, S0, S0, S0, S0, S0, S0, S0)), dup), bits), V, sixteen)
+                QX8_FIFTH(lo01, 0, 4);
+                QX8_FIFTH(lo23, 8, 12);
+                QX8_FIFTH(hi01, 16, 20);
+                QX8_FIFTH(hi23, 24, 28);
+#undef QX8_FIFTH
+            }
             for (int r = 0; r < NR; r++) {
                 const __m512i x = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[r * a_stride + b].q));
                 s[r] = _mm512_dpbusd_epi32(s[r], lo01, _mm512_permutexvar_epi32(sel[0], x));
@@ -262,6 +302,8 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
     } }
 QX8_SPAN(TSR_GGML_Q4_0, x8_span_q4_0)
 QX8_SPAN(TSR_GGML_Q4_1, x8_span_q4_1)
+QX8_SPAN(TSR_GGML_Q5_0, x8_span_q5_0)
+QX8_SPAN(TSR_GGML_Q5_1, x8_span_q5_1)
 QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
 #undef QX8_SPAN
 #undef QX8_ROWS
@@ -290,19 +332,24 @@ static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const
                             if (al) sum_lo += w * al->q[4 * k + i];
                         }
                 } else {
+                    uint32_t qh = 0;  // Q5_0 / Q5_1: the fifth bits, bit j for weight j
+                    if (x8_is_five(type)) memcpy(&qh, db + x8_qh_offset(type) + 4 * lane, 4);
                     for (int k = 0; k < 4; k++)
                         for (int i = 0; i < 4; i++) {
                             const uint8_t v = qs[32 * k + 4 * lane + i];
-                            sum += (int32_t)(v & 15) * ab->q[4 * k + i] + (int32_t)(v >> 4) * ab->q[16 + 4 * k + i];
-                            if (al) sum_lo += (int32_t)(v & 15) * al->q[4 * k + i] + (int32_t)(v >> 4) * al->q[16 + 4 * k + i];
+                            const int32_t wl = (v & 15) | (int32_t)(((qh >> (4 * k + i)) & 1) << 4);
+                            const int32_t wh = (v >> 4) | (int32_t)(((qh >> (16 + 4 * k + i)) & 1) << 4);
+                            sum += wl * ab->q[4 * k + i] + wh * ab->q[16 + 4 * k + i];
+                            if (al) sum_lo += wl * al->q[4 * k + i] + wh * al->q[16 + 4 * k + i];
                         }
                 }
                 // With the residual: 256·sum + sum_lo at the residual's scale (the block's / 256).
                 if (al) sum = sum * 256 + sum_lo;
                 const float sa = al ? ab->s + al->s : ab->s;
                 acc += (float)sum * (d * (al ? al->d : ab->d));
-                if (type == TSR_GGML_Q4_1) accm += H2F(q_u16(db + 16 + 2 * lane)) * sa;
+                if (x8_has_min(type)) accm += H2F(q_u16(db + 16 + 2 * lane)) * sa;
                 else if (type == TSR_GGML_Q4_0) accm += (-8.0f * d) * sa;
+                else if (type == TSR_GGML_Q5_0) accm += (-16.0f * d) * sa;
             }
             acc += accm;
             float *dst = j->y + r * j->y_stride + p->out_offset + g;

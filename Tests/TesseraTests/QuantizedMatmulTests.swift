@@ -239,10 +239,11 @@ final class QuantizedMatmulTests: XCTestCase {
     }
 
     func testInterleavedRowsWithinTheSameBound() throws {
-        // The 8-row interleaved layout of Q4_0, Q4_1 and Q8_0: same bound, same agreement
-        // between variants; odd row counts leave the last group of 4 activation rows short.
+        // The 8-row interleaved layout of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: same bound, same
+        // agreement between variants; odd row counts leave the last group of 4 activation rows
+        // short.
         var seed: UInt64 = 500
-        for t in [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0)] {
+        for t in [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q5_1), Int32(TSR_GGML_Q8_0)] {
             for inputs in [96, 800, 2080] {
                 for (outputs, rows) in [(8, 1), (16, 3), (40, 5), (24, 70)] {
                     try check(Case(types: [t], rowsPerPart: [outputs], inputs: inputs, rows: rows, mapped: false, interleaved: true), seed: seed)
@@ -254,6 +255,8 @@ final class QuantizedMatmulTests: XCTestCase {
         // interleaved part at output 3 puts thread ranges inside its groups.
         try check(Case(types: [Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_F16)], rowsPerPart: [48, 16, 3], inputs: 320, rows: 6, mapped: true, interleaved: true), seed: 600)
         try check(Case(types: [Int32(TSR_GGML_F16), Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1)], rowsPerPart: [3, 64, 13], inputs: 256, rows: 5, mapped: true, interleaved: true), seed: 601)
+        // As a SmolLM2 Q4_K_M's q|k|v: Q5_0 rows (the K-quant fallback) beside Q8_0 ones.
+        try check(Case(types: [Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q8_0)], rowsPerPart: [48, 16, 16], inputs: 576, rows: 3, mapped: true, interleaved: true), seed: 602)
     }
 
     func testStackedPartsOfMixedTypesWithRowMaps() throws {
