@@ -75,17 +75,27 @@ void tsr_add(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
+// Vectorised: the max in 16 lanes, e^(x − max) by tsr_exp_nonpositive (decode attention's), the
+// sum in reassociated f32 lanes (n terms in [0, 1], one of them 1). Prefill attention calls this
+// once per (head, query row): libm's expf with a double sum had been a tenth of a prefill.
+TSR_MULTIVERSION
 void tsr_softmax(float *x, int64_t n) {
     if (n <= 0) return;
-    float mx = x[0];
-    for (int64_t i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - mx);
-        sum += x[i];
+    float mm[16];
+    for (int j = 0; j < 16; j++) mm[j] = x[0];
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) mm[j] = x[i + j] > mm[j] ? x[i + j] : mm[j];
+    float mx = mm[0];
+    for (int j = 1; j < 16; j++) mx = mm[j] > mx ? mm[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0;
+    {
+        _Pragma("clang fp reassociate(on)")
+        for (int64_t k = 0; k < n; k++) { x[k] = tsr_exp_nonpositive(x[k] - mx); sum += x[k]; }
     }
-    const float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    const float inv = 1.0f / sum;
+    for (int64_t k = 0; k < n; k++) x[k] *= inv;
 }
 
 int64_t tsr_argmax(const float *x, int64_t n) {
