@@ -243,8 +243,8 @@ QTARGET static inline __attribute__((always_inline)) __m128 QFN(block_scales)(in
 // product, offsets summed in vector lanes; no scalar dependency chains.
 QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int type, const uint8_t *row, int64_t nb,
                                                                            const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                           const int NR, const int TWO, float *out) {
-    (void)alo; (void)TWO;  // one level: the residuals take a second pass (qmatmul_range)
+                                                                           const int NR, const int TWO, const float *pre, float *out) {
+    (void)alo; (void)TWO; (void)pre;  // one level: the residuals take a second pass (qmatmul_range)
     __m256 acc0[4], acc1[4];
     __m128 accm[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); accm[r] = _mm_setzero_ps(); }
@@ -305,7 +305,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(fused_rows)(int ty
 // scaled by the residual's d (the block's / 256); offsets against both levels' sums.
 QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type, const uint8_t *row, int64_t nb,
                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                         const int NR, const int TWO, float *out) {
+                                                                         const int NR, const int TWO, const float *pre, float *out) {
     // Q5_K (type): the same with a fifth bit per weight, bit s of qh[l] for sub-block s.
     const int five = type == TSR_GGML_Q5_K;
     __m256 acc0[4], acc1[4], accm[4];
@@ -314,20 +314,31 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
     for (int64_t sb = 0; sb < nb / 8; sb++) {
         const uint8_t *p = row + sb * (five ? 176 : 144), *qs = p + (five ? 48 : 16);
         const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
-        const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
-        float scf[8], mnf[8];
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, m;
-            tsr_q4k_scale_min(j, p + 4, &sc, &m);
-            scf[j] = d * (float)sc;
-            mnf[j] = -dmin * (float)m;
-        }
-        const __m256 dsc = _mm256_loadu_ps(scf), dmn = _mm256_loadu_ps(mnf);
+        // The 12 bytes of 6-bit scales and mins rearranged in 32-bit words: bytes 0-7 the 8
+        // scales, 8-15 the 8 mins (scale j < 4: q[j] & 63, min j < 4: q[j + 4] & 63; j >= 4:
+        // low 4 bits from q[j + 4]'s nibbles, high 2 from the top of q[j - 4] / q[j]).
+        uint32_t u[4];
+        memcpy(u, p + 4, 12);
+        const uint32_t k1 = 0x3f3f3f3fu, k2 = 0x0f0f0f0fu, k3 = 0x03030303u;
+        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+        const uint32_t mins_lo = u[1] & k1;
+        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+        u[2] = mins_lo;
+        u[0] &= k1;
+        const __m128i sm = _mm_loadu_si128((const __m128i *)u);
+        const __m256 dsc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(H2F(q_u16(p))));
+        const __m256 dmn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), _mm256_set1_ps(-H2F(q_u16(p + 2))));
         for (int r = 0; r < NR; r++) {
             const tsr_q8_block *ab = a + r * a_stride + sb * 8, *lb = TWO ? alo + r * a_stride + sb * 8 : ab;
-            const __m256 da = _mm256_setr_ps(lb[0].d, lb[1].d, lb[2].d, lb[3].d, lb[4].d, lb[5].d, lb[6].d, lb[7].d);
-            __m256 sa = _mm256_setr_ps(ab[0].s, ab[1].s, ab[2].s, ab[3].s, ab[4].s, ab[5].s, ab[6].s, ab[7].s);
-            if (TWO) sa = _mm256_add_ps(sa, _mm256_setr_ps(lb[0].s, lb[1].s, lb[2].s, lb[3].s, lb[4].s, lb[5].s, lb[6].s, lb[7].s));
+            __m256 da, sa;
+            if (pre) {  // the row's block scales and sums, gathered once per call (k_rows_pre)
+                da = _mm256_loadu_ps(pre + 2 * r * nb + sb * 8);
+                sa = _mm256_loadu_ps(pre + (2 * r + 1) * nb + sb * 8);
+            } else {
+                da = _mm256_setr_ps(lb[0].d, lb[1].d, lb[2].d, lb[3].d, lb[4].d, lb[5].d, lb[6].d, lb[7].d);
+                sa = _mm256_setr_ps(ab[0].s, ab[1].s, ab[2].s, ab[3].s, ab[4].s, ab[5].s, ab[6].s, ab[7].s);
+                if (TWO) sa = _mm256_add_ps(sa, _mm256_setr_ps(lb[0].s, lb[1].s, lb[2].s, lb[3].s, lb[4].s, lb[5].s, lb[6].s, lb[7].s));
+            }
             accm[r] = _mm256_fmadd_ps(dmn, sa, accm[r]);
             const __m256 scale = _mm256_mul_ps(dsc, da);
             for (int k = 0; k < 4; k++) {
@@ -364,8 +375,8 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
 // TWO: both activation levels in one pass, as q4k_rows (|Σw·q| ≤ 32·32·127).
 QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type, const uint8_t *row, int64_t nb,
                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                         const int NR, const int TWO, float *out) {
-    (void)type;
+                                                                         const int NR, const int TWO, const float *pre, float *out) {
+    (void)type; (void)pre;
     __m256 acc0[4], acc1[4];
     for (int r = 0; r < 4; r++) { acc0[r] = acc1[r] = _mm256_setzero_ps(); }
     const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
@@ -413,10 +424,28 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q6k_rows)(int type
 // Output rows [g0, g1) of one part, every activation row, for one type (its branches fold
 // away): four activation rows per pass over a weight row, which stays in L1 meanwhile. TWO_OK:
 // ROWS takes both activation levels in its pass (else the residuals take a second one).
+// K-quant rows read each activation block's (d, s) as 8-float vectors: for up to 4 activation
+// rows (decode) they are gathered once per call here instead of once per weight row.
+#ifndef QK_PRE_BLOCKS
+#define QK_PRE_BLOCKS 1024
+#endif
+QTARGET static inline int QFN(k_rows_pre)(const qmatmul_job *j, int two, int64_t nb, float *pre) {
+    if (j->rows > 4 || nb > QK_PRE_BLOCKS) return 0;
+    for (int64_t r = 0; r < j->rows; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const tsr_q8_block *ab = j->xq + r * nb + b, *lb = two ? j->xq_lo + r * nb + b : ab;
+            pre[2 * r * nb + b] = lb->d;
+            pre[(2 * r + 1) * nb + b] = two ? ab->s + lb->s : ab->s;
+        }
+    return 1;
+}
+
 #define QFUSED_SPAN(T, NAME, ROWS, TWO_OK) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
     const int64_t nb = j->inputs / 32; \
     const int two = TWO_OK && j->xq_lo != NULL; \
+    float pre_[(T == TSR_GGML_Q4_K || T == TSR_GGML_Q5_K) ? 8 * QK_PRE_BLOCKS : 1]; \
+    const float *pre = (T == TSR_GGML_Q4_K || T == TSR_GGML_Q5_K) && QFN(k_rows_pre)(j, two, nb, pre_) ? pre_ : NULL; \
     for (int64_t g = g0; g < g1; g++) { \
         const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes; \
         float *y = j->y + p->out_offset + (p->row_map ? p->row_map[g] : g); \
@@ -426,17 +455,17 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
             if (two) { \
                 switch (nr) { \
-                case 1: QFN(ROWS)(T, row, nb, a, alo, nb, 1, 1, o); break; \
-                case 2: QFN(ROWS)(T, row, nb, a, alo, nb, 2, 1, o); break; \
-                case 3: QFN(ROWS)(T, row, nb, a, alo, nb, 3, 1, o); break; \
-                default: QFN(ROWS)(T, row, nb, a, alo, nb, 4, 1, o); break; \
+                case 1: QFN(ROWS)(T, row, nb, a, alo, nb, 1, 1, pre, o); break; \
+                case 2: QFN(ROWS)(T, row, nb, a, alo, nb, 2, 1, pre, o); break; \
+                case 3: QFN(ROWS)(T, row, nb, a, alo, nb, 3, 1, pre, o); break; \
+                default: QFN(ROWS)(T, row, nb, a, alo, nb, 4, 1, pre, o); break; \
                 } \
             } else { \
                 switch (nr) { \
-                case 1: QFN(ROWS)(T, row, nb, a, NULL, nb, 1, 0, o); break; \
-                case 2: QFN(ROWS)(T, row, nb, a, NULL, nb, 2, 0, o); break; \
-                case 3: QFN(ROWS)(T, row, nb, a, NULL, nb, 3, 0, o); break; \
-                default: QFN(ROWS)(T, row, nb, a, NULL, nb, 4, 0, o); break; \
+                case 1: QFN(ROWS)(T, row, nb, a, NULL, nb, 1, 0, pre, o); break; \
+                case 2: QFN(ROWS)(T, row, nb, a, NULL, nb, 2, 0, pre, o); break; \
+                case 3: QFN(ROWS)(T, row, nb, a, NULL, nb, 3, 0, pre, o); break; \
+                default: QFN(ROWS)(T, row, nb, a, NULL, nb, 4, 0, pre, o); break; \
                 } \
             } \
             for (int64_t r = 0; r < nr; r++) { \
