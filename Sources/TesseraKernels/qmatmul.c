@@ -32,6 +32,11 @@ int tsr_type_is_quantized(int t) {
 // or shift gives 8 rows' weights against one broadcast 4-byte piece of the activations.
 
 // Q5_0 / Q5_1 add the 8 rows' 32-bit masks of fifth bits (row j's at 4j) before the quants.
+// Q4_K, per super-block of 256 weights: the 8 rows' f16 d, their f16 dmin, their 12 bytes of
+// 6-bit scales and mins as stored (row j's at 32 + 12j), then 32 quant vectors: vector 8p + k,
+// lane j = row j's stored quant bytes 32p + 4k..32p + 4k + 3 (low nibbles: sub-block 2p's
+// weights 4k..4k+3; high nibbles: sub-block 2p + 1's).
+enum { X8K_BYTES = 8 * 144, X8K_SCALES = 32, X8K_QUANTS = 128 };
 static inline int64_t x8_block_bytes(int t) {
     switch (t) {
     case TSR_GGML_Q4_0: return 16 + 128;
@@ -39,6 +44,7 @@ static inline int64_t x8_block_bytes(int t) {
     case TSR_GGML_Q5_0: return 16 + 32 + 128;
     case TSR_GGML_Q5_1: return 32 + 32 + 128;
     case TSR_GGML_Q8_0: return 16 + 256;
+    case TSR_GGML_Q4_K: return X8K_BYTES;
     default: return 0;
     }
 }
@@ -67,8 +73,20 @@ static void pack_task(void *ctx, int thread, int threads) {
     for (int64_t g = lo; g < hi; g++) {
         const int64_t out = p->row_map ? p->row_map[g] : g;
         const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes;
-        uint8_t *grp = j->dst + (out / 8) * nb * gb;
         const int64_t lane = out % 8;
+        if (t == TSR_GGML_Q4_K) {
+            uint8_t *grp = j->dst + (out / 8) * (nb / 8) * X8K_BYTES;
+            for (int64_t sb = 0; sb < nb / 8; sb++) {
+                const uint8_t *src = row + sb * 144;
+                uint8_t *db = grp + sb * X8K_BYTES;
+                memcpy(db + 2 * lane, src, 2);
+                memcpy(db + 16 + 2 * lane, src + 2, 2);
+                memcpy(db + X8K_SCALES + 12 * lane, src + 4, 12);
+                for (int v = 0; v < 32; v++) memcpy(db + X8K_QUANTS + 32 * v + 4 * lane, src + 16 + 32 * (v / 8) + 4 * (v % 8), 4);
+            }
+            continue;
+        }
+        uint8_t *grp = j->dst + (out / 8) * nb * gb;
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *sb = row + b * bb;
             uint8_t *db = grp + b * gb;
@@ -82,7 +100,9 @@ static void pack_task(void *ctx, int thread, int threads) {
 
 tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) {
     if (src->layout != TSR_LAYOUT_ROWS || tsr_x8_group_block_bytes(src->type) == 0) return TSR_ERR_UNSUPPORTED_TYPE;
-    if (inputs % 32 != 0 || src->rows % 8 != 0 || src->row_bytes != inputs / 32 * tsr_type_block_bytes(src->type)) return TSR_ERR_BAD_SIZE;
+    const int64_t be = tsr_type_block_elements(src->type);
+    if (inputs % be != 0 || inputs % 32 != 0 || src->rows % 8 != 0 || src->row_bytes != inputs / be * tsr_type_block_bytes(src->type))
+        return TSR_ERR_BAD_SIZE;
     pack_job job = { src, inputs, (uint8_t *)dst };
     tsr_parallel(pack_task, &job);
     return TSR_OK;
@@ -94,6 +114,19 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
     enum { CHUNK = 64 };
     uint8_t stored[CHUNK * 34];
     const int t = p->type;
+    if (t == TSR_GGML_Q4_K) {  // b0, b1 multiples of 8 (whole super-blocks)
+        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * (inputs / 256) * X8K_BYTES;
+        const int64_t lane = g % 8;
+        for (int64_t sb = b0 / 8; sb < b1 / 8; sb++) {
+            const uint8_t *db = grp + sb * X8K_BYTES;
+            memcpy(stored, db + 2 * lane, 2);
+            memcpy(stored + 2, db + 16 + 2 * lane, 2);
+            memcpy(stored + 4, db + X8K_SCALES + 12 * lane, 12);
+            for (int v = 0; v < 32; v++) memcpy(stored + 16 + 32 * (v / 8) + 4 * (v % 8), db + X8K_QUANTS + 32 * v + 4 * lane, 4);
+            tsr_dequantize(t, stored, dst + (sb * 8 - b0) * 32, 256);
+        }
+        return;
+    }
     const int64_t nb = inputs / 32, gb = tsr_x8_group_block_bytes(t), bb = tsr_type_block_bytes(t);
     const int64_t qo = x8_quants_offset(t), so = stored_quants_offset(t), qb = quant_bytes(t);
     const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;

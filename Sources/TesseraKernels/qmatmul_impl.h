@@ -314,18 +314,9 @@ QTARGET static inline __attribute__((always_inline)) void QFN(q4k_rows)(int type
     for (int64_t sb = 0; sb < nb / 8; sb++) {
         const uint8_t *p = row + sb * (five ? 176 : 144), *qs = p + (five ? 48 : 16);
         const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
-        // The 12 bytes of 6-bit scales and mins rearranged in 32-bit words: bytes 0-7 the 8
-        // scales, 8-15 the 8 mins (scale j < 4: q[j] & 63, min j < 4: q[j + 4] & 63; j >= 4:
-        // low 4 bits from q[j + 4]'s nibbles, high 2 from the top of q[j - 4] / q[j]).
-        uint32_t u[4];
-        memcpy(u, p + 4, 12);
-        const uint32_t k1 = 0x3f3f3f3fu, k2 = 0x0f0f0f0fu, k3 = 0x03030303u;
-        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-        const uint32_t mins_lo = u[1] & k1;
-        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-        u[2] = mins_lo;
-        u[0] &= k1;
-        const __m128i sm = _mm_loadu_si128((const __m128i *)u);
+        uint8_t smb[16];
+        tsr_q4k_scales_mins(p + 4, smb);
+        const __m128i sm = _mm_loadu_si128((const __m128i *)smb);
         const __m256 dsc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), _mm256_set1_ps(H2F(q_u16(p))));
         const __m256 dmn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), _mm256_set1_ps(-H2F(q_u16(p + 2))));
         for (int r = 0; r < NR; r++) {
@@ -513,6 +504,7 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         if (part->layout == TSR_LAYOUT_X8) {
             const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
             if (j->xq != NULL) {
+                if (part->type == TSR_GGML_Q4_K) { QFN(x8k_span)(part, g0, g1, j); continue; }
 #if QSIMD != 0
                 if (part->type == TSR_GGML_Q4_1) QFN(x8_span_q4_1)(part, g0, g1, j);
                 else if (part->type == TSR_GGML_Q4_0) QFN(x8_span_q4_0)(part, g0, g1, j);

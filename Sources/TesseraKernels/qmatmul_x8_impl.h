@@ -259,6 +259,78 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_rows512)(const 
 #define QX8_ROWS QFN(x8_rows)
 #endif
 
+// One quant vector of a Q4_K group (low nibbles: sub-block 2p, high: 2p + 1; 8 rows × 4 weights)
+// against the 4-byte pieces k of the activation blocks b[0] and b[1]: exact 32-bit sums into e, o.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8k_dot)(__m256i lo, __m256i hi, const tsr_q8_block *b, int k,
+                                                                        __m256i *e, __m256i *o) {
+    int32_t pe, po;
+    memcpy(&pe, b[0].q + 4 * k, 4);
+    memcpy(&po, b[1].q + 4 * k, 4);
+#if QSIMD == 1
+    const __m256i ones = _mm256_set1_epi16(1);
+    *e = _mm256_add_epi32(*e, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(pe)), ones));
+    *o = _mm256_add_epi32(*o, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_set1_epi32(po)), ones));
+#else
+    *e = _mm256_dpbusd_epi32(*e, lo, _mm256_set1_epi32(pe));
+    *o = _mm256_dpbusd_epi32(*o, hi, _mm256_set1_epi32(po));
+#endif
+}
+
+// Q4_K interleaved by 8 rows (qmatmul.c: X8K_*): per super-block, the 8 rows' scales and mins
+// decoded once (six-bit fields regrouped in 32-bit words) and turned into per-sub-block vectors
+// over the rows; each quant vector is 8 rows × 4 weights of two sub-blocks (low and high
+// nibbles) against broadcast 4-byte pieces of their activation blocks, summed exactly in 32 bits
+// (two levels: 256·Σw·q + Σw·r, |Σw·q| <= 32·15·127). Then per sub-block one scale FMA and one
+// offset FMA (−dmin·m against the activation sums) for all 8 rows.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const uint8_t *grp, int64_t nsb,
+                                                                         const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                         const int NR, const int TWO, __m256 *out) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc[4], accm[4];
+    for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nsb; sb++) {
+        const uint8_t *p = grp + sb * (8 * 144);
+        for (int64_t l = 0; l < 8 * 144; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        // Row j's 8 scales and 8 mins, then sub-block s's values over the 8 rows.
+        uint8_t sm[8][16];
+        for (int j = 0; j < 8; j++) tsr_q4k_scales_mins(p + 32 + 12 * j, sm[j]);
+        const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+        const __m256 dm8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-1.0f));
+        __m256 dsc[8], dmn[8];
+        for (int sub = 0; sub < 8; sub++) {
+            const __m256i sc = _mm256_setr_epi32(sm[0][sub], sm[1][sub], sm[2][sub], sm[3][sub], sm[4][sub], sm[5][sub], sm[6][sub], sm[7][sub]);
+            const __m256i mn = _mm256_setr_epi32(sm[0][8 + sub], sm[1][8 + sub], sm[2][8 + sub], sm[3][8 + sub],
+                                                 sm[4][8 + sub], sm[5][8 + sub], sm[6][8 + sub], sm[7][8 + sub]);
+            dsc[sub] = _mm256_mul_ps(d8, _mm256_cvtepi32_ps(sc));
+            dmn[sub] = _mm256_mul_ps(dm8, _mm256_cvtepi32_ps(mn));
+        }
+        for (int pr = 0; pr < 4; pr++) {
+            __m256i se[4], so[4], te[4], to[4];
+            for (int r = 0; r < 4; r++) se[r] = so[r] = te[r] = to[r] = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * (8 * pr + k)));
+                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int r = 0; r < NR; r++) {
+                    QFN(x8k_dot)(lo, hi, a + r * a_stride + sb * 8 + 2 * pr, k, &se[r], &so[r]);
+                    if (TWO) QFN(x8k_dot)(lo, hi, alo + r * a_stride + sb * 8 + 2 * pr, k, &te[r], &to[r]);
+                }
+            }
+            for (int r = 0; r < NR; r++) {
+                const tsr_q8_block *ab = a + r * a_stride + sb * 8 + 2 * pr, *lb = TWO ? alo + r * a_stride + sb * 8 + 2 * pr : ab;
+                if (TWO) {
+                    se[r] = _mm256_add_epi32(_mm256_slli_epi32(se[r], 8), te[r]);
+                    so[r] = _mm256_add_epi32(_mm256_slli_epi32(so[r], 8), to[r]);
+                }
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(se[r]), _mm256_mul_ps(dsc[2 * pr], _mm256_set1_ps(lb[0].d)), acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(so[r]), _mm256_mul_ps(dsc[2 * pr + 1], _mm256_set1_ps(lb[1].d)), acc[r]);
+                accm[r] = _mm256_fmadd_ps(dmn[2 * pr], _mm256_set1_ps(TWO ? ab[0].s + lb[0].s : ab[0].s), accm[r]);
+                accm[r] = _mm256_fmadd_ps(dmn[2 * pr + 1], _mm256_set1_ps(TWO ? ab[1].s + lb[1].s : ab[1].s), accm[r]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
+}
+
 // Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
 // outside [g0, g1) are computed and dropped.
 #define QX8_SPAN(T, NAME) \
@@ -306,10 +378,85 @@ QX8_SPAN(TSR_GGML_Q5_0, x8_span_q5_0)
 QX8_SPAN(TSR_GGML_Q5_1, x8_span_q5_1)
 QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
 #undef QX8_SPAN
+
+// Groups covering stored rows [g0, g1) of an interleaved Q4_K part (x8_span's Q4_K form).
+QTARGET static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
+    const int64_t nb = j->inputs / 32, gbytes = nb / 8 * (8 * 144);
+    const __m256 alpha = _mm256_set1_ps(j->alpha);
+    for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) {
+        const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes;
+        const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8;
+        for (int64_t r0 = 0; r0 < j->rows; r0 += 4) {
+            __m256 o[4];
+            const tsr_q8_block *a = j->xq + r0 * nb, *alo = j->xq_lo ? j->xq_lo + r0 * nb : NULL;
+            const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4;
+            if (alo) {
+                switch (nr) {
+                case 1: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 1, 1, o); break;
+                case 2: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 2, 1, o); break;
+                case 3: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 3, 1, o); break;
+                default: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 4, 1, o); break;
+                }
+            } else {
+                switch (nr) {
+                case 1: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 1, 0, o); break;
+                case 2: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 2, 0, o); break;
+                case 3: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 3, 0, o); break;
+                default: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 4, 0, o); break;
+                }
+            }
+            for (int64_t r = 0; r < nr; r++) {
+                float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8;
+                const __m256 v = _mm256_mul_ps(o[r], alpha);
+                if (l0 == 0 && l1 == 8) {
+                    _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+                } else {
+                    float t_[8];
+                    _mm256_storeu_ps(t_, v);
+                    for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l];
+                }
+            }
+        }
+    }
+}
 #undef QX8_ROWS
 #endif
 
 #if QSIMD == 0
+// Q4_K interleaved by 8, one output row at a time (the portable reference for x8k_rows).
+static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
+    const int64_t nb = j->inputs / 32, gbytes = nb / 8 * (8 * 144);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * gbytes;
+        const int64_t lane = g % 8;
+        for (int64_t r = 0; r < j->rows; r++) {
+            float acc = 0, accm = 0;
+            for (int64_t sb = 0; sb < nb / 8; sb++) {
+                const uint8_t *db = grp + sb * (8 * 144);
+                const float d = H2F(q_u16(db + 2 * lane)), dmin = H2F(q_u16(db + 16 + 2 * lane));
+                for (int sub = 0; sub < 8; sub++) {
+                    uint8_t sc, m;
+                    tsr_q4k_scale_min(sub, db + 32 + 12 * lane, &sc, &m);
+                    const tsr_q8_block *ab = j->xq + r * nb + sb * 8 + sub, *al = j->xq_lo ? j->xq_lo + r * nb + sb * 8 + sub : NULL;
+                    int32_t sum = 0, sum_lo = 0;
+                    for (int i = 0; i < 32; i++) {
+                        const uint8_t v = db[128 + 32 * (8 * (sub / 2) + i / 4) + 4 * lane + i % 4];
+                        const int32_t w = sub % 2 ? v >> 4 : v & 15;
+                        sum += w * ab->q[i];
+                        if (al) sum_lo += w * al->q[i];
+                    }
+                    if (al) sum = sum * 256 + sum_lo;
+                    acc += (float)sum * (d * (float)sc * (al ? al->d : ab->d));
+                    accm += -dmin * (float)m * (al ? ab->s + al->s : ab->s);
+                }
+            }
+            acc += accm;
+            float *dst = j->y + r * j->y_stride + p->out_offset + g;
+            *dst = j->accumulate ? *dst + acc * j->alpha : acc * j->alpha;
+        }
+    }
+}
+
 // Rows interleaved by 8, one output row at a time (the portable reference for x8_rows).
 static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
     const int type = p->type;

@@ -3,6 +3,7 @@
 #ifndef TESSERA_SIMD_H
 #define TESSERA_SIMD_H
 #include <stdint.h>
+#include <string.h>
 
 // Per-ISA clones chosen at load time by the dynamic linker (ifunc), so one binary
 // runs everywhere and still uses AVX2/FMA or AVX-512 where the CPU has them.
@@ -38,6 +39,22 @@ static inline void tsr_thread_share(int64_t total, int thread, int threads, int6
 }
 
 // Q4_K packs 8 pairs of 6-bit (scale, min) in 12 bytes.
+// Q4_K / Q5_K: the 12 bytes of 6-bit scales and mins `q` regrouped with 32-bit word operations:
+// out[0..7] the 8 scales, out[8..15] the 8 mins, as tsr_q4k_scale_min gives them one at a time
+// (scale j < 4: q[j] & 63, min j < 4: q[j + 4] & 63; j >= 4: the low 4 bits from q[j + 4]'s
+// nibbles, the high 2 from the top bits of q[j − 4] / q[j]).
+static inline void tsr_q4k_scales_mins(const uint8_t *q, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    const uint32_t k1 = 0x3f3f3f3fu, k2 = 0x0f0f0f0fu, k3 = 0x03030303u;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = mins_lo;
+    u[0] &= k1;
+    memcpy(out, u, 16);
+}
+
 static inline void tsr_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {
         *sc = q[j] & 63;
@@ -47,7 +64,6 @@ static inline void tsr_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8
         *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
     }
 }
-#include <string.h>
 // e^x for x <= 0 (softmax arguments, sigmoids): Cephes' expf polynomial on x - n·ln2, scaled by 2^n;
 // within 2 ulp, and written so that loops over it vectorise.
 static inline float tsr_exp_nonpositive(float x) {

@@ -28,7 +28,7 @@ struct ModelsCommand: AsyncParsableCommand {
         @Option(help: "Shape: llama-1b (TinyLlama-1.1B) or smol-135m (SmolLM2-135M).")
         var shape = "llama-1b"
 
-        @Option(help: "Stored type of the matrices: q4_0, q4_1, q5_0, q5_1, q8_0, q5_k (sizes multiples of 256), f16 or f32.")
+        @Option(help: "Stored type of the matrices: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k or q5_k (sizes multiples of 256), f16 or f32.")
         var type = "q4_0"
 
         @Option(help: "Seed of the random weights.")
@@ -41,7 +41,7 @@ struct ModelsCommand: AsyncParsableCommand {
             try await reportingErrors {
                 let shapes: [String: SyntheticModel.Shape] = ["llama-1b": .llama1B, "smol-135m": .smol135M]
                 let types: [String: GGMLType] = ["q4_0": .q4_0, "q4_1": .q4_1, "q5_0": .q5_0, "q5_1": .q5_1, "q8_0": .q8_0,
-                                                       "q5_k": .q5_K, "f16": .f16, "f32": .f32]
+                                                       "q4_k": .q4_K, "q5_k": .q5_K, "f16": .f16, "f32": .f32]
                 guard let s = shapes[shape] else { throw ValidationError("--shape must be one of \(shapes.keys.sorted())") }
                 guard let t = types[type.lowercased()] else { throw ValidationError("--type must be one of \(types.keys.sorted())") }
                 let bytes = try SyntheticModel.write(path: out, shape: s, type: t, seed: seed)

@@ -31,7 +31,7 @@ public enum SyntheticModel {
         case io(String)
         public var description: String {
             switch self {
-            case .unsupportedType(let t): "synthetic weights of type \(t) are not supported (use q4_0, q4_1, q5_0, q5_1, q8_0, q5_k, f16 or f32)"
+            case .unsupportedType(let t): "synthetic weights of type \(t) are not supported (use q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, f16 or f32)"
             case .io(let s): s
             }
         }
@@ -40,7 +40,7 @@ public enum SyntheticModel {
     /// Writes the model to `path` with every matrix in `type` (norms in F32). Returns the file size.
     @discardableResult
     public static func write(path: String, shape s: Shape, type: GGMLType, seed: UInt64 = 1) throws -> Int {
-        guard [GGMLType.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q5_K, .f16, .f32].contains(type) else { throw WriteError.unsupportedType(type.description) }
+        guard [GGMLType.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .f16, .f32].contains(type) else { throw WriteError.unsupportedType(type.description) }
         let unit = max(type.blockElements, 32)
         guard s.hidden % unit == 0, s.intermediate % unit == 0, s.hidden % s.heads == 0, s.heads % s.kvHeads == 0 else {
             throw WriteError.io("shape: hidden and intermediate must be multiples of \(unit) for \(type), heads a multiple of kv heads")
@@ -114,7 +114,7 @@ public enum SyntheticModel {
                 chunk[o] = UInt8(d & 0xff); chunk[o + 1] = UInt8(d >> 8)
                 if type == .q4_1 || type == .q5_1 { let m = half(-0.02); chunk[o + 2] = UInt8(m & 0xff); chunk[o + 3] = UInt8(m >> 8) }
             }
-        } else if type == .q5_K {
+        } else if type == .q4_K || type == .q5_K {
             // d and dmin of each super-block; its 6-bit scales and minimums stay random.
             for k in 0..<(chunk.count / blockBytes) {
                 let o = k * blockBytes
