@@ -291,16 +291,34 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const ui
     for (int64_t sb = 0; sb < nsb; sb++) {
         const uint8_t *p = grp + sb * (8 * 144);
         for (int64_t l = 0; l < 8 * 144; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
-        // Row j's 8 scales and 8 mins, then sub-block s's values over the 8 rows.
-        uint8_t sm[8][16];
-        for (int j = 0; j < 8; j++) tsr_q4k_scales_mins(p + 32 + 12 * j, sm[j]);
+        // The 8 rows' scale words in lanes: row j's 12 bytes are dwords 3j, 3j + 1, 3j + 2 of the
+        // 96 at p + 32; gathered by permutes and blends into u0, u1, u2 (lane j = row j), then
+        // regrouped as tsr_q4k_scales_mins does, in all 8 lanes at once: byte s of sc03 / sc47 is
+        // sub-block s's (or s + 4's) scale, of mn03 / mn47 its min.
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + 32)), v1 = _mm256_loadu_si256((const __m256i *)(p + 64));
+        const __m256i v2 = _mm256_loadu_si256((const __m256i *)(p + 96));
+#define QX8K_GATHER(I0, I1, I2, M1, M2) \
+        _mm256_blend_epi32(_mm256_blend_epi32(_mm256_permutevar8x32_epi32(v0, I0), _mm256_permutevar8x32_epi32(v1, I1), M1), \
+                           _mm256_permutevar8x32_epi32(v2, I2), M2)
+        const __m256i u0 = QX8K_GATHER(_mm256_setr_epi32(0, 3, 6, 0, 0, 0, 0, 0), _mm256_setr_epi32(0, 0, 0, 1, 4, 7, 0, 0),
+                                       _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 2, 5), 0x38, 0xC0);
+        const __m256i u1 = QX8K_GATHER(_mm256_setr_epi32(1, 4, 7, 0, 0, 0, 0, 0), _mm256_setr_epi32(0, 0, 0, 2, 5, 0, 0, 0),
+                                       _mm256_setr_epi32(0, 0, 0, 0, 0, 0, 3, 6), 0x18, 0xE0);
+        const __m256i u2 = QX8K_GATHER(_mm256_setr_epi32(2, 5, 0, 0, 0, 0, 0, 0), _mm256_setr_epi32(0, 0, 0, 3, 6, 0, 0, 0),
+                                       _mm256_setr_epi32(0, 0, 0, 0, 0, 1, 4, 7), 0x1C, 0xE0);
+#undef QX8K_GATHER
+        const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f), k3 = _mm256_set1_epi32(0x03030303);
+        const __m256i sc03 = _mm256_and_si256(u0, k1), mn03 = _mm256_and_si256(u1, k1);
+        const __m256i sc47 = _mm256_or_si256(_mm256_and_si256(u2, k2), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), k3), 4));
+        const __m256i mn47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), k3), 4));
         const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
         const __m256 dm8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))), _mm256_set1_ps(-1.0f));
+        const __m256i byte = _mm256_set1_epi32(0xff);
         __m256 dsc[8], dmn[8];
         for (int sub = 0; sub < 8; sub++) {
-            const __m256i sc = _mm256_setr_epi32(sm[0][sub], sm[1][sub], sm[2][sub], sm[3][sub], sm[4][sub], sm[5][sub], sm[6][sub], sm[7][sub]);
-            const __m256i mn = _mm256_setr_epi32(sm[0][8 + sub], sm[1][8 + sub], sm[2][8 + sub], sm[3][8 + sub],
-                                                 sm[4][8 + sub], sm[5][8 + sub], sm[6][8 + sub], sm[7][8 + sub]);
+            const __m128i shift = _mm_cvtsi32_si128(8 * (sub & 3));
+            const __m256i sc = _mm256_and_si256(_mm256_srl_epi32(sub < 4 ? sc03 : sc47, shift), byte);
+            const __m256i mn = _mm256_and_si256(_mm256_srl_epi32(sub < 4 ? mn03 : mn47, shift), byte);
             dsc[sub] = _mm256_mul_ps(d8, _mm256_cvtepi32_ps(sc));
             dmn[sub] = _mm256_mul_ps(dm8, _mm256_cvtepi32_ps(mn));
         }
