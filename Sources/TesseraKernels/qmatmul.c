@@ -36,7 +36,11 @@ int tsr_type_is_quantized(int t) {
 // 6-bit scales and mins as stored (row j's at 32 + 12j), then 32 quant vectors: vector 8p + k,
 // lane j = row j's stored quant bytes 32p + 4k..32p + 4k + 3 (low nibbles: sub-block 2p's
 // weights 4k..4k+3; high nibbles: sub-block 2p + 1's).
-enum { X8K_BYTES = 8 * 144, X8K_SCALES = 32, X8K_QUANTS = 128 };
+// Q5_K: the same with the rows' fifth bits between the scales and the quants, arranged as the
+// quants are: vector k (of 8), lane j = row j's stored qh bytes 4k..4k + 3 (bit s of byte l:
+// weight l of sub-block s).
+enum { X8K_SCALES = 32, X8K_QH = 128 };
+static inline int64_t x8k_quants_offset(int t) { return t == TSR_GGML_Q5_K ? X8K_QH + 256 : X8K_QH; }
 static inline int64_t x8_block_bytes(int t) {
     switch (t) {
     case TSR_GGML_Q4_0: return 16 + 128;
@@ -44,7 +48,8 @@ static inline int64_t x8_block_bytes(int t) {
     case TSR_GGML_Q5_0: return 16 + 32 + 128;
     case TSR_GGML_Q5_1: return 32 + 32 + 128;
     case TSR_GGML_Q8_0: return 16 + 256;
-    case TSR_GGML_Q4_K: return X8K_BYTES;
+    case TSR_GGML_Q4_K: return 8 * 144;
+    case TSR_GGML_Q5_K: return 8 * 176;
     default: return 0;
     }
 }
@@ -74,15 +79,17 @@ static void pack_task(void *ctx, int thread, int threads) {
         const int64_t out = p->row_map ? p->row_map[g] : g;
         const uint8_t *row = (const uint8_t *)p->data + g * p->row_bytes;
         const int64_t lane = out % 8;
-        if (t == TSR_GGML_Q4_K) {
-            uint8_t *grp = j->dst + (out / 8) * (nb / 8) * X8K_BYTES;
+        if (t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K) {
+            const int five = t == TSR_GGML_Q5_K;
+            uint8_t *grp = j->dst + (out / 8) * (nb / 8) * gb;
             for (int64_t sb = 0; sb < nb / 8; sb++) {
-                const uint8_t *src = row + sb * 144;
-                uint8_t *db = grp + sb * X8K_BYTES;
+                const uint8_t *src = row + sb * bb, *qs = src + (five ? 48 : 16);
+                uint8_t *db = grp + sb * gb;
                 memcpy(db + 2 * lane, src, 2);
                 memcpy(db + 16 + 2 * lane, src + 2, 2);
                 memcpy(db + X8K_SCALES + 12 * lane, src + 4, 12);
-                for (int v = 0; v < 32; v++) memcpy(db + X8K_QUANTS + 32 * v + 4 * lane, src + 16 + 32 * (v / 8) + 4 * (v % 8), 4);
+                if (five) for (int k = 0; k < 8; k++) memcpy(db + X8K_QH + 32 * k + 4 * lane, src + 16 + 4 * k, 4);
+                for (int v = 0; v < 32; v++) memcpy(db + x8k_quants_offset(t) + 32 * v + 4 * lane, qs + 32 * (v / 8) + 4 * (v % 8), 4);
             }
             continue;
         }
@@ -114,15 +121,19 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
     enum { CHUNK = 64 };
     uint8_t stored[CHUNK * 34];
     const int t = p->type;
-    if (t == TSR_GGML_Q4_K) {  // b0, b1 multiples of 8 (whole super-blocks)
-        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * (inputs / 256) * X8K_BYTES;
+    if (t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K) {  // b0, b1 multiples of 8 (whole super-blocks)
+        const int five = t == TSR_GGML_Q5_K;
+        const int64_t gb = tsr_x8_group_block_bytes(t);
+        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * (inputs / 256) * gb;
         const int64_t lane = g % 8;
         for (int64_t sb = b0 / 8; sb < b1 / 8; sb++) {
-            const uint8_t *db = grp + sb * X8K_BYTES;
+            const uint8_t *db = grp + sb * gb;
+            uint8_t *qs = stored + (five ? 48 : 16);
             memcpy(stored, db + 2 * lane, 2);
             memcpy(stored + 2, db + 16 + 2 * lane, 2);
             memcpy(stored + 4, db + X8K_SCALES + 12 * lane, 12);
-            for (int v = 0; v < 32; v++) memcpy(stored + 16 + 32 * (v / 8) + 4 * (v % 8), db + X8K_QUANTS + 32 * v + 4 * lane, 4);
+            if (five) for (int k = 0; k < 8; k++) memcpy(stored + 16 + 4 * k, db + X8K_QH + 32 * k + 4 * lane, 4);
+            for (int v = 0; v < 32; v++) memcpy(qs + 32 * (v / 8) + 4 * (v % 8), db + x8k_quants_offset(t) + 32 * v + 4 * lane, 4);
             tsr_dequantize(t, stored, dst + (sb * 8 - b0) * 32, 256);
         }
         return;

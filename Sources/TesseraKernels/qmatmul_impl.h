@@ -504,7 +504,8 @@ QTARGET static void QFN(qmatmul_range)(const qmatmul_job *j, int64_t begin, int6
         if (part->layout == TSR_LAYOUT_X8) {
             const int64_t g0 = lo - (first - part->rows), g1 = hi - (first - part->rows);
             if (j->xq != NULL) {
-                if (part->type == TSR_GGML_Q4_K) { QFN(x8k_span)(part, g0, g1, j); continue; }
+                if (part->type == TSR_GGML_Q4_K) { QFN(x8k_span_q4_k)(part, g0, g1, j); continue; }
+                if (part->type == TSR_GGML_Q5_K) { QFN(x8k_span_q5_k)(part, g0, g1, j); continue; }
 #if QSIMD != 0
                 if (part->type == TSR_GGML_Q4_1) QFN(x8_span_q4_1)(part, g0, g1, j);
                 else if (part->type == TSR_GGML_Q4_0) QFN(x8_span_q4_0)(part, g0, g1, j);

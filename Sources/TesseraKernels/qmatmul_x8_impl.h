@@ -282,15 +282,18 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_dot)(__m256i l
 // nibbles) against broadcast 4-byte pieces of their activation blocks, summed exactly in 32 bits
 // (two levels: 256·Σw·q + Σw·r, |Σw·q| <= 32·15·127). Then per sub-block one scale FMA and one
 // offset FMA (−dmin·m against the activation sums) for all 8 rows.
+// FIVE (Q5_K): the fifth bits of vector 8p + k's weights are bits 2p (low nibbles) and 2p + 1
+// (high) of qh vector k's bytes, added as 16.
 QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const uint8_t *grp, int64_t nsb,
                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                         const int NR, const int TWO, __m256 *out) {
-    const __m256i m4 = _mm256_set1_epi8(15);
+                                                                         const int NR, const int TWO, const int FIVE, __m256 *out) {
+    const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
+    const int64_t gb = FIVE ? 8 * 176 : 8 * 144, qo = FIVE ? 128 + 256 : 128;
     __m256 acc[4], accm[4];
     for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < nsb; sb++) {
-        const uint8_t *p = grp + sb * (8 * 144);
-        for (int64_t l = 0; l < 8 * 144; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
+        const uint8_t *p = grp + sb * gb;
+        for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
         // The 8 rows' scale words in lanes: row j's 12 bytes are dwords 3j, 3j + 1, 3j + 2 of the
         // 96 at p + 32; gathered by permutes and blends into u0, u1, u2 (lane j = row j), then
         // regrouped as tsr_q4k_scales_mins does, in all 8 lanes at once: byte s of sc03 / sc47 is
@@ -326,8 +329,13 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const ui
             __m256i se[4], so[4], te[4], to[4];
             for (int r = 0; r < 4; r++) se[r] = so[r] = te[r] = to[r] = _mm256_setzero_si256();
             for (int k = 0; k < 8; k++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * (8 * pr + k)));
-                const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + qo + 32 * (8 * pr + k)));
+                __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                if (FIVE) {  // 16-bit shifts, masked per byte
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * k));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * pr), one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * pr + 1), one), 4));
+                }
                 for (int r = 0; r < NR; r++) {
                     QFN(x8k_dot)(lo, hi, a + r * a_stride + sb * 8 + 2 * pr, k, &se[r], &so[r]);
                     if (TWO) QFN(x8k_dot)(lo, hi, alo + r * a_stride + sb * 8 + 2 * pr, k, &te[r], &to[r]);
@@ -349,12 +357,36 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const ui
     for (int r = 0; r < NR; r++) out[r] = _mm256_add_ps(acc[r], accm[r]);
 }
 
+// A group's 8 outputs for activation rows r0..r0 + nr, lanes [l0, l1) kept: y (+)= alpha·o.
+QTARGET static inline __attribute__((always_inline)) void QFN(x8_store)(const qmatmul_job *j, const tsr_weight_part *p, int64_t grp,
+                                                                         int64_t l0, int64_t l1, int64_t r0, int64_t nr, const __m256 *o) {
+    const __m256 alpha = _mm256_set1_ps(j->alpha);
+    for (int64_t r = 0; r < nr; r++) {
+        float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8;
+        const __m256 v = _mm256_mul_ps(o[r], alpha);
+        if (l0 == 0 && l1 == 8) {
+            _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+        } else {
+            float t_[8];
+            _mm256_storeu_ps(t_, v);
+            for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l];
+        }
+    }
+}
+
+// x8k_rows in x8_rows' signature (a 32-weight block count; FIVE in place of the type).
+QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows_as_x8)(const int FIVE, const uint8_t *grp, int64_t nb,
+                                                                               const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
+                                                                               const int NR, const int TWO, __m256 *out) {
+    QFN(x8k_rows)(grp, nb / 8, a, alo, a_stride, NR, TWO, FIVE, out);
+}
+
 // Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
-// outside [g0, g1) are computed and dropped.
-#define QX8_SPAN(T, NAME) \
+// outside [g0, g1) are computed and dropped. ROWS(ARG, group, blocks, ...) is the group kernel;
+// GBYTES(nb) a group's bytes for nb blocks of 32.
+#define QX8_SPAN(NAME, ROWS, ARG, GBYTES) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
-    const int64_t nb = j->inputs / 32, gbytes = nb * x8_block_bytes(T); \
-    const __m256 alpha = _mm256_set1_ps(j->alpha); \
+    const int64_t nb = j->inputs / 32, gbytes = GBYTES(nb); \
     for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
         const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \
         const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
@@ -364,93 +396,59 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
             if (alo) { \
                 switch (nr) { \
-                case 1: QX8_ROWS(T, gp, nb, a, alo, nb, 1, 1, o); break; \
-                case 2: QX8_ROWS(T, gp, nb, a, alo, nb, 2, 1, o); break; \
-                case 3: QX8_ROWS(T, gp, nb, a, alo, nb, 3, 1, o); break; \
-                default: QX8_ROWS(T, gp, nb, a, alo, nb, 4, 1, o); break; \
+                case 1: ROWS(ARG, gp, nb, a, alo, nb, 1, 1, o); break; \
+                case 2: ROWS(ARG, gp, nb, a, alo, nb, 2, 1, o); break; \
+                case 3: ROWS(ARG, gp, nb, a, alo, nb, 3, 1, o); break; \
+                default: ROWS(ARG, gp, nb, a, alo, nb, 4, 1, o); break; \
                 } \
             } else { \
                 switch (nr) { \
-                case 1: QX8_ROWS(T, gp, nb, a, NULL, nb, 1, 0, o); break; \
-                case 2: QX8_ROWS(T, gp, nb, a, NULL, nb, 2, 0, o); break; \
-                case 3: QX8_ROWS(T, gp, nb, a, NULL, nb, 3, 0, o); break; \
-                default: QX8_ROWS(T, gp, nb, a, NULL, nb, 4, 0, o); break; \
+                case 1: ROWS(ARG, gp, nb, a, NULL, nb, 1, 0, o); break; \
+                case 2: ROWS(ARG, gp, nb, a, NULL, nb, 2, 0, o); break; \
+                case 3: ROWS(ARG, gp, nb, a, NULL, nb, 3, 0, o); break; \
+                default: ROWS(ARG, gp, nb, a, NULL, nb, 4, 0, o); break; \
                 } \
             } \
-            for (int64_t r = 0; r < nr; r++) { \
-                float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8; \
-                const __m256 v = _mm256_mul_ps(o[r], alpha); \
-                if (l0 == 0 && l1 == 8) { \
-                    _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v); \
-                } else { \
-                    float t_[8]; \
-                    _mm256_storeu_ps(t_, v); \
-                    for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l]; \
-                } \
-            } \
+            QFN(x8_store)(j, p, grp, l0, l1, r0, nr, o); \
         } \
     } }
-QX8_SPAN(TSR_GGML_Q4_0, x8_span_q4_0)
-QX8_SPAN(TSR_GGML_Q4_1, x8_span_q4_1)
-QX8_SPAN(TSR_GGML_Q5_0, x8_span_q5_0)
-QX8_SPAN(TSR_GGML_Q5_1, x8_span_q5_1)
-QX8_SPAN(TSR_GGML_Q8_0, x8_span_q8_0)
+#define QX8_GBYTES_Q4_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q4_0))
+#define QX8_GBYTES_Q4_1(nb) ((nb) * x8_block_bytes(TSR_GGML_Q4_1))
+#define QX8_GBYTES_Q5_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q5_0))
+#define QX8_GBYTES_Q5_1(nb) ((nb) * x8_block_bytes(TSR_GGML_Q5_1))
+#define QX8_GBYTES_Q8_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q8_0))
+#define QX8_GBYTES_Q4_K(nb) ((nb) / 8 * (8 * 144))
+#define QX8_GBYTES_Q5_K(nb) ((nb) / 8 * (8 * 176))
+QX8_SPAN(x8_span_q4_0, QX8_ROWS, TSR_GGML_Q4_0, QX8_GBYTES_Q4_0)
+QX8_SPAN(x8_span_q4_1, QX8_ROWS, TSR_GGML_Q4_1, QX8_GBYTES_Q4_1)
+QX8_SPAN(x8_span_q5_0, QX8_ROWS, TSR_GGML_Q5_0, QX8_GBYTES_Q5_0)
+QX8_SPAN(x8_span_q5_1, QX8_ROWS, TSR_GGML_Q5_1, QX8_GBYTES_Q5_1)
+QX8_SPAN(x8_span_q8_0, QX8_ROWS, TSR_GGML_Q8_0, QX8_GBYTES_Q8_0)
+QX8_SPAN(x8k_span_q4_k, QFN(x8k_rows_as_x8), 0, QX8_GBYTES_Q4_K)
+QX8_SPAN(x8k_span_q5_k, QFN(x8k_rows_as_x8), 1, QX8_GBYTES_Q5_K)
 #undef QX8_SPAN
-
-// Groups covering stored rows [g0, g1) of an interleaved Q4_K part (x8_span's Q4_K form).
-QTARGET static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
-    const int64_t nb = j->inputs / 32, gbytes = nb / 8 * (8 * 144);
-    const __m256 alpha = _mm256_set1_ps(j->alpha);
-    for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) {
-        const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes;
-        const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8;
-        for (int64_t r0 = 0; r0 < j->rows; r0 += 4) {
-            __m256 o[4];
-            const tsr_q8_block *a = j->xq + r0 * nb, *alo = j->xq_lo ? j->xq_lo + r0 * nb : NULL;
-            const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4;
-            if (alo) {
-                switch (nr) {
-                case 1: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 1, 1, o); break;
-                case 2: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 2, 1, o); break;
-                case 3: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 3, 1, o); break;
-                default: QFN(x8k_rows)(gp, nb / 8, a, alo, nb, 4, 1, o); break;
-                }
-            } else {
-                switch (nr) {
-                case 1: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 1, 0, o); break;
-                case 2: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 2, 0, o); break;
-                case 3: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 3, 0, o); break;
-                default: QFN(x8k_rows)(gp, nb / 8, a, NULL, nb, 4, 0, o); break;
-                }
-            }
-            for (int64_t r = 0; r < nr; r++) {
-                float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8;
-                const __m256 v = _mm256_mul_ps(o[r], alpha);
-                if (l0 == 0 && l1 == 8) {
-                    _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
-                } else {
-                    float t_[8];
-                    _mm256_storeu_ps(t_, v);
-                    for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l];
-                }
-            }
-        }
-    }
-}
+#undef QX8_GBYTES_Q4_0
+#undef QX8_GBYTES_Q4_1
+#undef QX8_GBYTES_Q5_0
+#undef QX8_GBYTES_Q5_1
+#undef QX8_GBYTES_Q8_0
+#undef QX8_GBYTES_Q4_K
+#undef QX8_GBYTES_Q5_K
 #undef QX8_ROWS
 #endif
 
 #if QSIMD == 0
-// Q4_K interleaved by 8, one output row at a time (the portable reference for x8k_rows).
+// Q4_K / Q5_K interleaved by 8, one output row at a time (the portable reference for x8k_rows).
 static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
-    const int64_t nb = j->inputs / 32, gbytes = nb / 8 * (8 * 144);
+    const int five = p->type == TSR_GGML_Q5_K;
+    const int64_t nb = j->inputs / 32, gb = five ? 8 * 176 : 8 * 144, gbytes = nb / 8 * gb, qo = five ? 128 + 256 : 128;
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * gbytes;
         const int64_t lane = g % 8;
         for (int64_t r = 0; r < j->rows; r++) {
             float acc = 0, accm = 0;
             for (int64_t sb = 0; sb < nb / 8; sb++) {
-                const uint8_t *db = grp + sb * (8 * 144);
+                const uint8_t *db = grp + sb * gb;
                 const float d = H2F(q_u16(db + 2 * lane)), dmin = H2F(q_u16(db + 16 + 2 * lane));
                 for (int sub = 0; sub < 8; sub++) {
                     uint8_t sc, m;
@@ -458,8 +456,9 @@ static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, cons
                     const tsr_q8_block *ab = j->xq + r * nb + sb * 8 + sub, *al = j->xq_lo ? j->xq_lo + r * nb + sb * 8 + sub : NULL;
                     int32_t sum = 0, sum_lo = 0;
                     for (int i = 0; i < 32; i++) {
-                        const uint8_t v = db[128 + 32 * (8 * (sub / 2) + i / 4) + 4 * lane + i % 4];
-                        const int32_t w = sub % 2 ? v >> 4 : v & 15;
+                        const uint8_t v = db[qo + 32 * (8 * (sub / 2) + i / 4) + 4 * lane + i % 4];
+                        const int32_t h = five ? (db[128 + 32 * (i / 4) + 4 * lane + i % 4] >> sub) & 1 : 0;
+                        const int32_t w = (sub % 2 ? v >> 4 : v & 15) | h << 4;
                         sum += w * ab->q[i];
                         if (al) sum_lo += w * al->q[i];
                     }
@@ -474,6 +473,8 @@ static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, cons
         }
     }
 }
+static void QFN(x8k_span_q4_k)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { QFN(x8k_span)(p, g0, g1, j); }
+static void QFN(x8k_span_q5_k)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { QFN(x8k_span)(p, g0, g1, j); }
 
 // Rows interleaved by 8, one output row at a time (the portable reference for x8_rows).
 static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {

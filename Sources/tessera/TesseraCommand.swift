@@ -32,7 +32,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Activations against quantized weights: q8x2 (two 8-bit levels per block, about 16-bit precision, integer dot products: the f32 path's tokens), q8 (one 8-bit level, as llama.cpp: logits move by a few tenths, faster prefill and big batches) or f32 (dequantized weights, slow).")
     var activations: ActivationPrecision = .q8x2
 
-    @Option(help: "Rows of quantized weights: interleaved (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K regrouped 8 rows at a time at load, for the fast kernel) or stored (read in place from the file).")
+    @Option(help: "Rows of quantized weights: interleaved (Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K regrouped 8 rows at a time at load, for the fast kernel) or stored (read in place from the file).")
     var weightLayout: WeightLayout = .interleaved
 
     @Option(help: "KV cache precision: f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads; greedy tokens stay the f32 path's on SmolLM2) or f32 (with --activations f32: the f32 path's numbers).")

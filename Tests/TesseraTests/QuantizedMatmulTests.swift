@@ -239,11 +239,11 @@ final class QuantizedMatmulTests: XCTestCase {
     }
 
     func testInterleavedRowsWithinTheSameBound() throws {
-        // The 8-row interleaved layout of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K: same bound, same
+        // The 8-row interleaved layout of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K: same bound, same
         // agreement between variants; odd row counts leave the last group of 4 activation rows
         // short.
         var seed: UInt64 = 500
-        for t in [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q5_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_Q4_K)] {
+        for t in [Int32(TSR_GGML_Q4_0), Int32(TSR_GGML_Q4_1), Int32(TSR_GGML_Q5_0), Int32(TSR_GGML_Q5_1), Int32(TSR_GGML_Q8_0), Int32(TSR_GGML_Q4_K), Int32(TSR_GGML_Q5_K)] {
             for inputs in tsr_type_block_elements(t) == 256 ? [256, 2304] : [96, 800, 2080] {
                 for (outputs, rows) in [(8, 1), (16, 3), (40, 5), (24, 70)] {
                     try check(Case(types: [t], rowsPerPart: [outputs], inputs: inputs, rows: rows, mapped: false, interleaved: true), seed: seed)
@@ -318,7 +318,7 @@ final class QuantizedMatmulTests: XCTestCase {
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "32 inputs is not a Q4_K row")
         part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 1, row_bytes: 36, row_map: nil, out_offset: 0, layout: rows)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "row bytes")
-        // Interleaved parts: only Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K, whole groups of 8, no row map, known layouts.
+        // Interleaved parts: only Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K, whole groups of 8, no row map, known layouts.
         part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: x8)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 256, nil, x, 32, 1, &y, 8, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE)
         part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 12, row_bytes: 34, row_map: nil, out_offset: 0, layout: x8)

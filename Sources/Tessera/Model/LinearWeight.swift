@@ -90,7 +90,7 @@ final class LinearWeight: @unchecked Sendable {
         for b in interleavedBuffers { free(b) }
     }
 
-    /// Rewrites every part of a type with an interleaved layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K; rows a
+    /// Rewrites every part of a type with an interleaved layout (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K; rows a
     /// multiple of 8) as groups of 8 rows side by side (`tsr_pack_x8`), where the kernel needs
     /// no horizontal sums and one scale vector serves 8 outputs. Same bytes as stored; the
     /// mapped pages read are released, so resident memory does not grow. Returns false when

@@ -25,7 +25,7 @@ public struct ModelLoadOptions: Sendable {
 /// How the rows of block-quantized weights sit in memory. Either way they keep their stored
 /// type and size, and results agree within float rounding.
 public enum WeightLayout: String, Sendable, CaseIterable {
-    /// Groups of 8 rows with their blocks side by side (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K), written once at load
+    /// Groups of 8 rows with their blocks side by side (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K), written once at load
     /// into memory of the model's own (the file's pages are released): the decode kernel then
     /// serves 8 outputs per instruction. Other types stay as stored.
     case interleaved

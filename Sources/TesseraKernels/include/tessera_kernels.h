@@ -173,10 +173,10 @@ enum { TSR_LAYOUT_ROWS = 0, TSR_LAYOUT_X8 = 1 };
 
 /// Rows of a weight matrix in one stored type (a GGUF tensor, mmapped): stored row g is output
 /// column out_offset + (row_map ? row_map[g] : g). Several parts stack into one matrix.
-/// TSR_LAYOUT_X8 parts (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K; rows a multiple of 8; no row map)
+/// TSR_LAYOUT_X8 parts (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K; rows a multiple of 8; no row map)
 /// hold groups of 8 rows with each block's 8 rows side by side: per block, the 8 f16 scales (Q4_1,
 /// Q5_1: then the 8 f16 minimums; Q5_0, Q5_1: then the 8 rows' 32-bit masks of fifth bits;
-/// Q4_K: the 8 dmins and the 8 rows' 12 scale bytes, see qmatmul.c), then the quants in 32-byte vectors whose 4-byte lane j is row j's bytes
+/// Q4_K, Q5_K: the 8 dmins and the 8 rows' 12 scale bytes, Q5_K's fifth bits, see qmatmul.c), then the quants in 32-byte vectors whose 4-byte lane j is row j's bytes
 /// 4k..4k+3 (vector k). row_bytes stays the stored row's size.
 typedef struct {
     int type;                 // TSR_GGML_*
