@@ -68,7 +68,11 @@ static inline void tsr_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8
 // within 2 ulp, and written so that loops over it vectorise.
 static inline float tsr_exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
-    const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    // n stays a valid exponent for the cast below whatever x is (a NaN compares false: the
+    // result is still NaN through r; +inf gives inf).
+    n = n > -126.0f ? n : -126.0f;
+    n = n < 127.0f ? n : 127.0f;
     const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;

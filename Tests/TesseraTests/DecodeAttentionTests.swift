@@ -188,4 +188,13 @@ final class DecodeAttentionTests: XCTestCase {
             }
         }
     }
+
+    /// A NaN score poisons its row (all NaN) instead of passing for a probability, and the other
+    /// rows are unaffected.
+    func testSoftmaxKeepsANaNScoreVisible() {
+        var scores: [Float] = [0.5, .nan, 1, 2, -1, 3, 0, 1]
+        tsr_causal_softmax_rows(&scores, 2, 4, 4, 3, 1)
+        XCTAssertTrue(scores[0..<4].allSatisfy(\.isNaN), "\(scores)")
+        XCTAssertEqual(Double(scores[4..<8].reduce(0, +)), 1, accuracy: 1e-6)
+    }
 }
