@@ -84,13 +84,15 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
         }
         break;
     }
-    case TSR_GGML_Q5_K:
-        // b0, b1 are multiples of 8 here (whole super-blocks of 256). Q4_K's scales and
-        // minimums; the fifth bit of sub-block s's weight l is bit s of qh[l].
+    case TSR_GGML_Q4_K:
+    case TSR_GGML_Q5_K: {
+        // b0, b1 are multiples of 8 here (whole super-blocks of 256). Q5_K: Q4_K's scales and
+        // minimums, plus the fifth bit of sub-block s's weight l in bit s of qh[l].
+        const int five = type == TSR_GGML_Q5_K;
         for (int64_t b = b0; b < b1; b += 8) {
-            const uint8_t *p = row + (b / 8) * 176;
+            const uint8_t *p = row + (b / 8) * (five ? 176 : 144);
             const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
-            const uint8_t *scales = p + 4, *qh = p + 16, *q = p + 48;
+            const uint8_t *scales = p + 4, *qh = p + 16, *q = p + (five ? 48 : 16);
             for (int s = 0; s < 8; s++) {
                 uint8_t scv, mv;
                 tsr_q4k_scale_min(s, scales, &scv, &mv);
@@ -99,28 +101,16 @@ QTARGET static void QFN(unpack)(int type, const uint8_t *row, int64_t b0, int64_
             }
             for (int pair = 0; pair < 4; pair++) {
                 int8_t *w = wq + (b - b0 + 2 * pair) * 32;
-                for (int l = 0; l < 32; l++) {
-                    w[l] = (int8_t)((q[32 * pair + l] & 15) | (((qh[l] >> (2 * pair)) & 1) << 4));
-                    w[32 + l] = (int8_t)((q[32 * pair + l] >> 4) | (((qh[l] >> (2 * pair + 1)) & 1) << 4));
-                }
+                QUNPACK_NIBBLES32(w, q + 32 * pair);
+                if (five)
+                    for (int l = 0; l < 32; l++) {
+                        w[l] |= (int8_t)(((qh[l] >> (2 * pair)) & 1) << 4);
+                        w[32 + l] |= (int8_t)(((qh[l] >> (2 * pair + 1)) & 1) << 4);
+                    }
             }
         }
         break;
-    case TSR_GGML_Q4_K:
-        // b0, b1 are multiples of 8 here (whole super-blocks of 256).
-        for (int64_t b = b0; b < b1; b += 8) {
-            const uint8_t *p = row + (b / 8) * 144;
-            const float d = H2F(q_u16(p)), dmin = H2F(q_u16(p + 2));
-            const uint8_t *scales = p + 4, *q = p + 16;
-            for (int s = 0; s < 8; s++) {
-                uint8_t scv, mv;
-                tsr_q4k_scale_min(s, scales, &scv, &mv);
-                const int64_t k = b - b0 + s;
-                sc[2 * k] = d * (float)scv; sc[2 * k + 1] = d * (float)scv; off[k] = -dmin * (float)mv;
-            }
-            for (int pair = 0; pair < 4; pair++) QUNPACK_NIBBLES32(wq + (b - b0 + 2 * pair) * 32, q + 32 * pair);
-        }
-        break;
+    }
     case TSR_GGML_Q6_K:
         for (int64_t b = b0; b < b1; b += 8) {
             const uint8_t *p = row + (b / 8) * 210;

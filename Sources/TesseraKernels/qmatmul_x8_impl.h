@@ -284,22 +284,25 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_dot)(__m256i l
 // offset FMA (−dmin·m against the activation sums) for all 8 rows.
 // FIVE (Q5_K): the fifth bits of vector 8p + k's weights are bits 2p (low nibbles) and 2p + 1
 // (high) of qh vector k's bytes, added as 16.
-QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const uint8_t *grp, int64_t nsb,
+// x8_rows' signature, FIVE in place of the type; nb counts blocks of 32 (8 per super-block).
+QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const int FIVE, const uint8_t *grp, int64_t nb,
                                                                          const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                         const int NR, const int TWO, const int FIVE, __m256 *out) {
+                                                                         const int NR, const int TWO, __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(15), one = _mm256_set1_epi8(1);
-    const int64_t gb = FIVE ? 8 * 176 : 8 * 144, qo = FIVE ? 128 + 256 : 128;
+    const int type = FIVE ? TSR_GGML_Q5_K : TSR_GGML_Q4_K;
+    const int64_t gb = x8_block_bytes(type), qo = x8k_quants_offset(type);
     __m256 acc[4], accm[4];
     for (int r = 0; r < 4; r++) acc[r] = accm[r] = _mm256_setzero_ps();
-    for (int64_t sb = 0; sb < nsb; sb++) {
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
         const uint8_t *p = grp + sb * gb;
         for (int64_t l = 0; l < gb; l += 64) _mm_prefetch((const char *)(p + QX8_PREFETCH + l), _MM_HINT_T0);
         // The 8 rows' scale words in lanes: row j's 12 bytes are dwords 3j, 3j + 1, 3j + 2 of the
-        // 96 at p + 32; gathered by permutes and blends into u0, u1, u2 (lane j = row j), then
+        // 96 at p + X8K_SCALES; gathered by permutes and blends into u0, u1, u2 (lane j = row j), then
         // regrouped as tsr_q4k_scales_mins does, in all 8 lanes at once: byte s of sc03 / sc47 is
         // sub-block s's (or s + 4's) scale, of mn03 / mn47 its min.
-        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + 32)), v1 = _mm256_loadu_si256((const __m256i *)(p + 64));
-        const __m256i v2 = _mm256_loadu_si256((const __m256i *)(p + 96));
+        const uint8_t *scales = p + X8K_SCALES;
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)scales), v1 = _mm256_loadu_si256((const __m256i *)(scales + 32));
+        const __m256i v2 = _mm256_loadu_si256((const __m256i *)(scales + 64));
 #define QX8K_GATHER(I0, I1, I2, M1, M2) \
         _mm256_blend_epi32(_mm256_blend_epi32(_mm256_permutevar8x32_epi32(v0, I0), _mm256_permutevar8x32_epi32(v1, I1), M1), \
                            _mm256_permutevar8x32_epi32(v2, I2), M2)
@@ -332,7 +335,7 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const ui
                 const __m256i raw = _mm256_loadu_si256((const __m256i *)(p + qo + 32 * (8 * pr + k)));
                 __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
                 if (FIVE) {  // 16-bit shifts, masked per byte
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * k));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + X8K_QH + 32 * k));
                     lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * pr), one), 4));
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * pr + 1), one), 4));
                 }
@@ -374,19 +377,12 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8_store)(const qm
     }
 }
 
-// x8k_rows in x8_rows' signature (a 32-weight block count; FIVE in place of the type).
-QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows_as_x8)(const int FIVE, const uint8_t *grp, int64_t nb,
-                                                                               const tsr_q8_block *a, const tsr_q8_block *alo, int64_t a_stride,
-                                                                               const int NR, const int TWO, __m256 *out) {
-    QFN(x8k_rows)(grp, nb / 8, a, alo, a_stride, NR, TWO, FIVE, out);
-}
-
 // Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
-// outside [g0, g1) are computed and dropped. ROWS(ARG, group, blocks, ...) is the group kernel;
-// GBYTES(nb) a group's bytes for nb blocks of 32.
-#define QX8_SPAN(NAME, ROWS, ARG, GBYTES) \
+// outside [g0, g1) are computed and dropped. ROWS(ARG, group, blocks of 32, ...) is the group
+// kernel of type T.
+#define QX8_SPAN(NAME, T, ROWS, ARG) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
-    const int64_t nb = j->inputs / 32, gbytes = GBYTES(nb); \
+    const int64_t nb = j->inputs / 32, gbytes = j->inputs / tsr_type_block_elements(T) * x8_block_bytes(T); \
     for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
         const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \
         const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
@@ -412,28 +408,14 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             QFN(x8_store)(j, p, grp, l0, l1, r0, nr, o); \
         } \
     } }
-#define QX8_GBYTES_Q4_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q4_0))
-#define QX8_GBYTES_Q4_1(nb) ((nb) * x8_block_bytes(TSR_GGML_Q4_1))
-#define QX8_GBYTES_Q5_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q5_0))
-#define QX8_GBYTES_Q5_1(nb) ((nb) * x8_block_bytes(TSR_GGML_Q5_1))
-#define QX8_GBYTES_Q8_0(nb) ((nb) * x8_block_bytes(TSR_GGML_Q8_0))
-#define QX8_GBYTES_Q4_K(nb) ((nb) / 8 * (8 * 144))
-#define QX8_GBYTES_Q5_K(nb) ((nb) / 8 * (8 * 176))
-QX8_SPAN(x8_span_q4_0, QX8_ROWS, TSR_GGML_Q4_0, QX8_GBYTES_Q4_0)
-QX8_SPAN(x8_span_q4_1, QX8_ROWS, TSR_GGML_Q4_1, QX8_GBYTES_Q4_1)
-QX8_SPAN(x8_span_q5_0, QX8_ROWS, TSR_GGML_Q5_0, QX8_GBYTES_Q5_0)
-QX8_SPAN(x8_span_q5_1, QX8_ROWS, TSR_GGML_Q5_1, QX8_GBYTES_Q5_1)
-QX8_SPAN(x8_span_q8_0, QX8_ROWS, TSR_GGML_Q8_0, QX8_GBYTES_Q8_0)
-QX8_SPAN(x8k_span_q4_k, QFN(x8k_rows_as_x8), 0, QX8_GBYTES_Q4_K)
-QX8_SPAN(x8k_span_q5_k, QFN(x8k_rows_as_x8), 1, QX8_GBYTES_Q5_K)
+QX8_SPAN(x8_span_q4_0, TSR_GGML_Q4_0, QX8_ROWS, TSR_GGML_Q4_0)
+QX8_SPAN(x8_span_q4_1, TSR_GGML_Q4_1, QX8_ROWS, TSR_GGML_Q4_1)
+QX8_SPAN(x8_span_q5_0, TSR_GGML_Q5_0, QX8_ROWS, TSR_GGML_Q5_0)
+QX8_SPAN(x8_span_q5_1, TSR_GGML_Q5_1, QX8_ROWS, TSR_GGML_Q5_1)
+QX8_SPAN(x8_span_q8_0, TSR_GGML_Q8_0, QX8_ROWS, TSR_GGML_Q8_0)
+QX8_SPAN(x8k_span_q4_k, TSR_GGML_Q4_K, QFN(x8k_rows), 0)
+QX8_SPAN(x8k_span_q5_k, TSR_GGML_Q5_K, QFN(x8k_rows), 1)
 #undef QX8_SPAN
-#undef QX8_GBYTES_Q4_0
-#undef QX8_GBYTES_Q4_1
-#undef QX8_GBYTES_Q5_0
-#undef QX8_GBYTES_Q5_1
-#undef QX8_GBYTES_Q8_0
-#undef QX8_GBYTES_Q4_K
-#undef QX8_GBYTES_Q5_K
 #undef QX8_ROWS
 #endif
 
@@ -441,7 +423,7 @@ QX8_SPAN(x8k_span_q5_k, QFN(x8k_rows_as_x8), 1, QX8_GBYTES_Q5_K)
 // Q4_K / Q5_K interleaved by 8, one output row at a time (the portable reference for x8k_rows).
 static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
     const int five = p->type == TSR_GGML_Q5_K;
-    const int64_t nb = j->inputs / 32, gb = five ? 8 * 176 : 8 * 144, gbytes = nb / 8 * gb, qo = five ? 128 + 256 : 128;
+    const int64_t nb = j->inputs / 32, gb = x8_block_bytes(p->type), gbytes = nb / 8 * gb, qo = x8k_quants_offset(p->type);
     for (int64_t g = g0; g < g1; g++) {
         const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * gbytes;
         const int64_t lane = g % 8;
@@ -452,12 +434,12 @@ static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, cons
                 const float d = H2F(q_u16(db + 2 * lane)), dmin = H2F(q_u16(db + 16 + 2 * lane));
                 for (int sub = 0; sub < 8; sub++) {
                     uint8_t sc, m;
-                    tsr_q4k_scale_min(sub, db + 32 + 12 * lane, &sc, &m);
+                    tsr_q4k_scale_min(sub, db + X8K_SCALES + 12 * lane, &sc, &m);
                     const tsr_q8_block *ab = j->xq + r * nb + sb * 8 + sub, *al = j->xq_lo ? j->xq_lo + r * nb + sb * 8 + sub : NULL;
                     int32_t sum = 0, sum_lo = 0;
                     for (int i = 0; i < 32; i++) {
                         const uint8_t v = db[qo + 32 * (8 * (sub / 2) + i / 4) + 4 * lane + i % 4];
-                        const int32_t h = five ? (db[128 + 32 * (i / 4) + 4 * lane + i % 4] >> sub) & 1 : 0;
+                        const int32_t h = five ? (db[X8K_QH + 32 * (i / 4) + 4 * lane + i % 4] >> sub) & 1 : 0;
                         const int32_t w = (sub % 2 ? v >> 4 : v & 15) | h << 4;
                         sum += w * ab->q[i];
                         if (al) sum_lo += w * al->q[i];
