@@ -13,17 +13,22 @@ static inline int64_t kv_esize(int type) { return type == TSR_GGML_F16 ? 2 : 4; 
 int tsr_kv_type_supported(int type) { return type == TSR_GGML_F32 || type == TSR_GGML_F16; }
 
 TSR_MULTIVERSION
-void tsr_kv_store(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t bs, int64_t slot,
-                  const float *k, const float *v, int64_t kvd) {
+void tsr_kv_store_channels(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t bs, int64_t slot,
+                           const float *k, const float *v, int64_t kvd, int64_t c0, int64_t c1) {
     if (kv_type == TSR_GGML_F16) {
         _Float16 *kb = (_Float16 *)k_layer + block * bs * kvd + slot, *vr = (_Float16 *)v_layer + (block * bs + slot) * kvd;
-        for (int64_t c = 0; c < kvd; c++) kb[c * bs] = (_Float16)k[c];
-        for (int64_t c = 0; c < kvd; c++) vr[c] = (_Float16)v[c];
+        for (int64_t c = c0; c < c1; c++) kb[c * bs] = (_Float16)k[c];
+        for (int64_t c = c0; c < c1; c++) vr[c] = (_Float16)v[c];
     } else {
         float *kb = (float *)k_layer + block * bs * kvd + slot, *vr = (float *)v_layer + (block * bs + slot) * kvd;
-        for (int64_t c = 0; c < kvd; c++) kb[c * bs] = k[c];
-        memcpy(vr, v, (size_t)kvd * sizeof(float));
+        for (int64_t c = c0; c < c1; c++) kb[c * bs] = k[c];
+        if (c1 > c0) memcpy(vr + c0, v + c0, (size_t)(c1 - c0) * sizeof(float));
     }
+}
+
+void tsr_kv_store(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t bs, int64_t slot,
+                  const float *k, const float *v, int64_t kvd) {
+    tsr_kv_store_channels(k_layer, v_layer, kv_type, block, bs, slot, k, v, kvd, 0, kvd);
 }
 
 TSR_MULTIVERSION
@@ -108,10 +113,12 @@ static inline void prefetch_l2(const void *p, int64_t bytes) {
 #define ATTENTION_UNIT(NAME, T, SCORES, VACC, HD) \
 TSR_MULTIVERSION \
 static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group, int64_t t0, int64_t t1, int64_t kvd, \
-                 int64_t head_dim_, float scale, float *s, float *partials, int64_t part_stride) { \
+                 int64_t head_dim_, float scale, float *s, float *partials, int64_t part_stride, int64_t h0, int64_t h1) { \
     _Pragma("clang fp contract(fast)") \
-    const int64_t hd = HD > 0 ? HD : head_dim_, bs = it->block_size, len = t1 - t0, n_heads = n_kv_heads * group; \
+    const int64_t hd = HD > 0 ? HD : head_dim_, bs = it->block_size, len = t1 - t0; \
     const int64_t ss = TSR_ATTENTION_CHUNK, block_bytes = bs * kvd * (int64_t)sizeof(T); \
+    /* Query heads [h0, h1) only: kv heads [k0, k1), of kv head kvh its query heads [ga, gb). */ \
+    const int64_t k0 = h0 / group, k1 = h1 > h0 ? (h1 - 1) / group + 1 : k0, all = h0 == 0 && h1 == n_kv_heads * group; \
     const T *kl = (const T *)it->k, *vl = (const T *)it->v; \
     /* Keys: the hardware prefetcher follows the blocks' runs (software prefetch of keys 1-16 \
        blocks ahead, into L1 or L2, measured slower). Values: the block's, into L2 while its \
@@ -119,13 +126,16 @@ static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
         const T *kb = kl + (int64_t)it->block_table[t / bs] * bs * kvd + off; \
-        prefetch_l2(vl + (int64_t)it->block_table[t / bs] * bs * kvd, block_bytes); \
-        for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) { \
+        if (all) prefetch_l2(vl + (int64_t)it->block_table[t / bs] * bs * kvd, block_bytes); \
+        else for (int64_t i = 0; i < bs; i++) \
+            prefetch_l2(vl + ((int64_t)it->block_table[t / bs] * bs + i) * kvd + k0 * hd, (k1 - k0) * hd * (int64_t)sizeof(T)); \
+        for (int64_t kvh = k0; kvh < k1; kvh++) { \
             const T *kt = kb + kvh * hd * bs; \
-            for (int64_t g0 = 0; g0 < group; g0 += 4) { \
+            const int64_t ga = h0 > kvh * group ? h0 - kvh * group : 0, gb = h1 < (kvh + 1) * group ? h1 - kvh * group : group; \
+            for (int64_t g0 = ga; g0 < gb; g0 += 4) { \
                 const float *q = it->q + (kvh * group + g0) * hd; \
                 float *sg = s + (kvh * group + g0) * ss + (t - t0); \
-                const int64_t gn = group - g0 < 4 ? group - g0 : 4; \
+                const int64_t gn = gb - g0 < 4 ? gb - g0 : 4; \
                 int64_t i = 0; \
                 for (; hd % 4 == 0 && i + 16 <= n; i += 16) { \
                     switch (gn) { \
@@ -145,7 +155,7 @@ static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group
         } \
         t += n; \
     } \
-    for (int64_t h = 0; h < n_heads; h++) { \
+    for (int64_t h = h0; h < h1; h++) { \
         float *sg = s + h * ss; \
         /* The max in 16 lanes (a vertical max the compiler vectorises), then across them. */ \
         float mm[16]; \
@@ -170,12 +180,15 @@ static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group
     for (int64_t t = t0; t < t1;) { \
         const int64_t off = t % bs, n = bs - off < t1 - t ? bs - off : t1 - t; \
         const T *vb = vl + ((int64_t)it->block_table[t / bs] * bs + off) * kvd; \
-        for (int64_t kvh = 0; kvh < n_kv_heads; kvh++) { \
+        for (int64_t kvh = k0; kvh < k1; kvh++) { \
+            const int64_t ga = h0 > kvh * group ? h0 - kvh * group : 0, gb = h1 < (kvh + 1) * group ? h1 - kvh * group : group; \
             const T *vr = vb + kvh * hd; \
-            const float *sg = s + kvh * group * ss + (t - t0); \
-            float *o = partials + kvh * group * part_stride + 2; \
+            const float *sg = s + (kvh * group + ga) * ss + (t - t0); \
+            float *o = partials + (kvh * group + ga) * part_stride + 2; \
+            /* The path is chosen by the group, not by the heads taken: a head's bits do not \
+               depend on which of its group's heads are computed with it. */ \
             if (HD > 0 && group <= 8) { \
-                switch (group) { \
+                switch (gb - ga) { \
                 case 1: VACC(vr, n, kvd, HD, 1, sg, ss, o, part_stride); break; \
                 case 2: VACC(vr, n, kvd, HD, 2, sg, ss, o, part_stride); break; \
                 case 3: VACC(vr, n, kvd, HD, 3, sg, ss, o, part_stride); break; \
@@ -188,7 +201,7 @@ static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group
                 continue; \
             } \
             for (int64_t i = 0; i < n; i++) \
-                for (int64_t g = 0; g < group; g++) { \
+                for (int64_t g = 0; g < gb - ga; g++) { \
                     const float p = sg[g * ss + i]; \
                     float *og = o + g * part_stride; \
                     for (int64_t d = 0; d < hd; d++) og[d] += p * (float)vr[i * kvd + d]; \
@@ -261,11 +274,29 @@ static void attention_task(void *ctx, int thread, int threads) {
             at += t1 - t0 + UNIT_COST;
             if (start < lo) continue;
             float *part = partial_at(j, i, c, 0);
-            if (j->head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride);
-            else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride);
-            else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride);
+            if (j->head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 64, j->scale, s, part, stride, 0, j->n_heads);
+            else if (j->head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, 128, j->scale, s, part, stride, 0, j->n_heads);
+            else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(it, j->n_kv_heads, group, t0, t1, j->kv_stride, j->head_dim, j->scale, s, part, stride, 0, j->n_heads);
         }
     }
+}
+
+// One head's chunks merged in order (its partials (m, l, o) every `chunk_stride` floats):
+// out = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c.
+static void merge_head(const float *p0, int64_t chunk_stride, int64_t chunks, int64_t head_dim, float *out) {
+    if (chunks == 0) { memset(out, 0, (size_t)head_dim * sizeof(float)); return; }
+    float mx = p0[0];
+    for (int64_t c = 1; c < chunks; c++) mx = fmaxf(mx, p0[c * chunk_stride]);
+    float w = expf(p0[0] - mx), l = w * p0[1];
+    for (int64_t d = 0; d < head_dim; d++) out[d] = w * p0[2 + d];
+    for (int64_t c = 1; c < chunks; c++) {
+        const float *p = p0 + c * chunk_stride;
+        w = expf(p[0] - mx);
+        l += w * p[1];
+        for (int64_t d = 0; d < head_dim; d++) out[d] += w * p[2 + d];
+    }
+    const float inv = 1.0f / l;
+    for (int64_t d = 0; d < head_dim; d++) out[d] *= inv;
 }
 
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
@@ -275,27 +306,42 @@ void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_
     attention_job job = { items, n_items, kv_stride, n_heads, n_kv_heads, head_dim, max_chunks, scale,
                           scratch, scratch + n_items * max_chunks * n_heads * (head_dim + 2), kv_type };
     tsr_parallel_limit(attention_task, &job, threads < 1 ? 1 : (int)threads);
-    // Merge each head's chunks in order: out = Σ_c e^(m_c − M)·o_c / Σ_c e^(m_c − M)·l_c.
     for (int64_t i = 0; i < n_items; i++) {
         const int64_t chunks = chunks_of(items[i].n_ctx);
-        for (int64_t h = 0; h < n_heads; h++) {
-            float *out = items[i].out + h * head_dim;
-            if (chunks == 0) { memset(out, 0, (size_t)head_dim * sizeof(float)); continue; }
-            float mx = partial_at(&job, i, 0, h)[0];
-            for (int64_t c = 1; c < chunks; c++) mx = fmaxf(mx, partial_at(&job, i, c, h)[0]);
-            const float *p0 = partial_at(&job, i, 0, h);
-            float w = expf(p0[0] - mx), l = w * p0[1];
-            for (int64_t d = 0; d < head_dim; d++) out[d] = w * p0[2 + d];
-            for (int64_t c = 1; c < chunks; c++) {
-                const float *p = partial_at(&job, i, c, h);
-                w = expf(p[0] - mx);
-                l += w * p[1];
-                for (int64_t d = 0; d < head_dim; d++) out[d] += w * p[2 + d];
-            }
-            const float inv = 1.0f / l;
-            for (int64_t d = 0; d < head_dim; d++) out[d] *= inv;
-        }
+        for (int64_t h = 0; h < n_heads; h++)
+            merge_head(partial_at(&job, i, 0, h), n_heads * (head_dim + 2), chunks, head_dim, items[i].out + h * head_dim);
     }
+}
+
+int64_t tsr_attention_chunk_count(int64_t n_ctx) { return chunks_of(n_ctx); }
+
+int64_t tsr_attention_partials_floats(int64_t max_ctx, int64_t n_heads, int64_t head_dim) {
+    return max_chunks_of(max_ctx) * n_heads * (head_dim + 2);
+}
+
+void tsr_attention_partials(const tsr_attention_item *item, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                            int64_t c_begin, int64_t c_end, int64_t h_begin, int64_t h_end, float scale, float *partials,
+                            float *scores, int kv_type) {
+    const int64_t chunks = chunks_of(item->n_ctx), clen = chunk_length(item->n_ctx), stride = head_dim + 2;
+    if (c_end > chunks) c_end = chunks;
+    if (h_begin < 0) h_begin = 0;
+    if (h_end > n_heads) h_end = n_heads;
+    if (h_begin >= h_end) return;
+    const int64_t group = n_heads / n_kv_heads, per_chunk = n_heads * stride;
+    const int f16 = kv_type == TSR_GGML_F16;
+    for (int64_t c = c_begin < 0 ? 0 : c_begin; c < c_end; c++) {
+        const int64_t t0 = c * clen, t1 = t0 + clen < item->n_ctx ? t0 + clen : item->n_ctx;
+        float *part = partials + c * per_chunk;
+        if (head_dim == 64) (f16 ? attention_unit_f16_64 : attention_unit_f32_64)(item, n_kv_heads, group, t0, t1, kv_stride, 64, scale, scores, part, stride, h_begin, h_end);
+        else if (head_dim == 128) (f16 ? attention_unit_f16_128 : attention_unit_f32_128)(item, n_kv_heads, group, t0, t1, kv_stride, 128, scale, scores, part, stride, h_begin, h_end);
+        else (f16 ? attention_unit_f16_any : attention_unit_f32_any)(item, n_kv_heads, group, t0, t1, kv_stride, head_dim, scale, scores, part, stride, h_begin, h_end);
+    }
+}
+
+void tsr_attention_merge(const float *partials, int64_t n_ctx, int64_t n_heads, int64_t head_dim, int64_t h_begin, int64_t h_end, float *out) {
+    const int64_t stride = head_dim + 2;
+    for (int64_t h = h_begin < 0 ? 0 : h_begin; h < h_end && h < n_heads; h++)
+        merge_head(partials + h * stride, n_heads * stride, chunks_of(n_ctx), head_dim, out + h * head_dim);
 }
 
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,

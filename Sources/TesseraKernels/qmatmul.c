@@ -65,7 +65,17 @@ static inline int64_t stored_qh_offset(int t) { return x8_has_min(t) ? 4 : 2; }
 static inline int64_t stored_quants_offset(int t) { return stored_qh_offset(t) + (x8_is_five(t) ? 4 : 0); }
 static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; }
 
-typedef struct { const tsr_weight_part *src; int64_t inputs; uint8_t *dst; } pack_job;
+// Offset of block b (of 32; Q4_K / Q5_K: its super-block) of row group `grp` in an interleaved
+// part of `rows` rows and nb blocks a row, split in column panels at block ks (0: one panel).
+static inline int64_t x8_block_offset(int t, int64_t rows, int64_t nb, int64_t ks, int64_t grp, int64_t b) {
+    const int64_t unit = t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1, gb = x8_block_bytes(t);
+    const int64_t nu = nb / unit, ku = ks / unit, u = b / unit;
+    if (ku == 0) return (grp * nu + u) * gb;
+    if (u < ku) return (grp * ku + u) * gb;
+    return (rows / 8 * ku + grp * (nu - ku) + (u - ku)) * gb;
+}
+
+typedef struct { const tsr_weight_part *src; int64_t inputs; uint8_t *dst; int64_t ks; } pack_job;
 
 static void pack_task(void *ctx, int thread, int threads) {
     const pack_job *j = (const pack_job *)ctx;
@@ -81,10 +91,9 @@ static void pack_task(void *ctx, int thread, int threads) {
         const int64_t lane = out % 8;
         if (t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K) {
             const int five = t == TSR_GGML_Q5_K;
-            uint8_t *grp = j->dst + (out / 8) * (nb / 8) * gb;
             for (int64_t sb = 0; sb < nb / 8; sb++) {
                 const uint8_t *src = row + sb * bb, *qs = src + (five ? 48 : 16);
-                uint8_t *db = grp + sb * gb;
+                uint8_t *db = j->dst + x8_block_offset(t, p->rows, nb, j->ks, out / 8, sb * 8);
                 memcpy(db + 2 * lane, src, 2);
                 memcpy(db + 16 + 2 * lane, src + 2, 2);
                 memcpy(db + X8K_SCALES + 12 * lane, src + 4, 12);
@@ -93,10 +102,9 @@ static void pack_task(void *ctx, int thread, int threads) {
             }
             continue;
         }
-        uint8_t *grp = j->dst + (out / 8) * nb * gb;
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *sb = row + b * bb;
-            uint8_t *db = grp + b * gb;
+            uint8_t *db = j->dst + x8_block_offset(t, p->rows, nb, j->ks, out / 8, b);
             memcpy(db + 2 * lane, sb, 2);
             if (x8_has_min(t)) memcpy(db + 16 + 2 * lane, sb + 2, 2);
             if (x8_is_five(t)) memcpy(db + x8_qh_offset(t) + 4 * lane, sb + stored_qh_offset(t), 4);
@@ -105,12 +113,21 @@ static void pack_task(void *ctx, int thread, int threads) {
     }
 }
 
-tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) {
+// Whether k_split is a valid panel split of an interleaved part of type t and `inputs` columns.
+static int x8_split_ok(int t, int64_t inputs, int64_t ks) {
+    const int64_t unit = t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1;
+    return ks == 0 || (ks > 0 && ks < inputs / 32 && ks % unit == 0);
+}
+
+tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) { return tsr_pack_x8_split(src, inputs, 0, dst); }
+
+tsr_status tsr_pack_x8_split(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst) {
     if (src->layout != TSR_LAYOUT_ROWS || tsr_x8_group_block_bytes(src->type) == 0) return TSR_ERR_UNSUPPORTED_TYPE;
     const int64_t be = tsr_type_block_elements(src->type);
     if (inputs % be != 0 || inputs % 32 != 0 || src->rows % 8 != 0 || src->row_bytes != inputs / be * tsr_type_block_bytes(src->type))
         return TSR_ERR_BAD_SIZE;
-    pack_job job = { src, inputs, (uint8_t *)dst };
+    if (!x8_split_ok(src->type, inputs, k_split)) return TSR_ERR_BAD_SIZE;
+    pack_job job = { src, inputs, (uint8_t *)dst, k_split };
     tsr_parallel(pack_task, &job);
     return TSR_OK;
 }
@@ -123,11 +140,9 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
     const int t = p->type;
     if (t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K) {  // b0, b1 multiples of 8 (whole super-blocks)
         const int five = t == TSR_GGML_Q5_K;
-        const int64_t gb = tsr_x8_group_block_bytes(t);
-        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * (inputs / 256) * gb;
         const int64_t lane = g % 8;
         for (int64_t sb = b0 / 8; sb < b1 / 8; sb++) {
-            const uint8_t *db = grp + sb * gb;
+            const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(t, p->rows, inputs / 32, p->k_split, g / 8, sb * 8);
             uint8_t *qs = stored + (five ? 48 : 16);
             memcpy(stored, db + 2 * lane, 2);
             memcpy(stored + 2, db + 16 + 2 * lane, 2);
@@ -138,14 +153,13 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
         }
         return;
     }
-    const int64_t nb = inputs / 32, gb = tsr_x8_group_block_bytes(t), bb = tsr_type_block_bytes(t);
+    const int64_t nb = inputs / 32, bb = tsr_type_block_bytes(t);
     const int64_t qo = x8_quants_offset(t), so = stored_quants_offset(t), qb = quant_bytes(t);
-    const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;
     const int64_t lane = g % 8;
     for (int64_t c0 = b0; c0 < b1; c0 += CHUNK) {
         const int64_t c1 = c0 + CHUNK < b1 ? c0 + CHUNK : b1;
         for (int64_t b = c0; b < c1; b++) {
-            const uint8_t *db = grp + b * gb;
+            const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(t, p->rows, nb, p->k_split, g / 8, b);
             uint8_t *sb = stored + (b - c0) * bb;
             memcpy(sb, db + 2 * lane, 2);
             if (x8_has_min(t)) memcpy(sb + 2, db + 16 + 2 * lane, 2);
@@ -167,6 +181,7 @@ typedef struct {
     float *y; int64_t y_stride; float alpha; int accumulate;
     const tsr_q8_block *xq_lo;  // the activations' 8-bit residuals (tsr_quantize_q8x2_rows), or NULL
     int lo_pass;                // the residual pass of stored-layout quantized parts only
+    int panel_only;             // 0: every column panel; 1 / 2: panel 0 / 1 of split parts only
 } qmatmul_job;
 
 // ---- variants ----
@@ -337,10 +352,53 @@ tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t in
     return tsr_qmatmul_x2(parts, n_parts, inputs, xq, NULL, x, x_stride, rows, y, y_stride, alpha, accumulate, impl);
 }
 
+static tsr_status check_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs, int64_t *outputs_out);
+
 tsr_status tsr_qmatmul_x2(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x, int64_t x_stride, int64_t rows,
                           float *y, int64_t y_stride, float alpha, int accumulate, int impl) {
     if (xq == NULL) xq_lo = NULL;
+    int64_t outputs = 0;
+    const tsr_status status = check_parts(parts, n_parts, inputs, &outputs);
+    if (status != TSR_OK) return status;
+    if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
+    qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, x_stride, rows, y, y_stride, alpha, accumulate, xq_lo, 0 };
+    qmatmul_task_ctx ctx = { &job, impl };
+    tsr_parallel(qmatmul_task, &ctx);
+    return TSR_OK;
+}
+
+tsr_status tsr_qmatmul_span(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                            const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x,
+                            float *y, int64_t begin, int64_t end, int panel, int accumulate, int impl) {
+    if (xq == NULL) xq_lo = NULL;
+    int64_t outputs = 0;
+    const tsr_status status = check_parts(parts, n_parts, inputs, &outputs);
+    if (status != TSR_OK) return status;
+    if (begin < 0 || end > outputs || panel < -1 || panel > 1) return TSR_ERR_BAD_SIZE;
+    if (panel >= 0) {
+        // One panel: every part in range split, and 8-bit activations.
+        if (xq == NULL) return TSR_ERR_UNSUPPORTED_TYPE;
+        int64_t first = 0;
+        for (int64_t i = 0; i < n_parts; first += parts[i].rows, i++)
+            if (first < end && first + parts[i].rows > begin && parts[i].k_split == 0) return TSR_ERR_UNSUPPORTED_TYPE;
+    }
+    if (begin >= end) return TSR_OK;
+    if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
+    const qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, inputs, 1, y, 0, 1.0f, accumulate, xq_lo, 0, panel + 1 };
+    qmatmul_run(&job, impl, begin, end);
+    if (xq_lo != NULL) {
+        qmatmul_job lo = job;
+        lo.xq = xq_lo;
+        lo.xq_lo = NULL;
+        lo.accumulate = 1;
+        lo.lo_pass = 1;
+        qmatmul_run(&lo, impl, begin, end);
+    }
+    return TSR_OK;
+}
+
+static tsr_status check_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs, int64_t *outputs_out) {
     int64_t outputs = 0;
     for (int64_t i = 0; i < n_parts; i++) {
         const int t = parts[i].type;
@@ -351,12 +409,10 @@ tsr_status tsr_qmatmul_x2(const tsr_weight_part *parts, int64_t n_parts, int64_t
         if (parts[i].layout == TSR_LAYOUT_X8 && (tsr_x8_group_block_bytes(t) == 0 || parts[i].row_map)) return TSR_ERR_UNSUPPORTED_TYPE;
         if (parts[i].layout == TSR_LAYOUT_X8 && parts[i].rows % 8 != 0) return TSR_ERR_BAD_SIZE;
         if (parts[i].layout != TSR_LAYOUT_ROWS && parts[i].layout != TSR_LAYOUT_X8) return TSR_ERR_UNSUPPORTED_TYPE;
+        if (parts[i].k_split != 0 && (parts[i].layout != TSR_LAYOUT_X8 || !x8_split_ok(t, inputs, parts[i].k_split))) return TSR_ERR_BAD_SIZE;
         outputs += parts[i].rows;
     }
-    if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
-    qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, x_stride, rows, y, y_stride, alpha, accumulate, xq_lo, 0 };
-    qmatmul_task_ctx ctx = { &job, impl };
-    tsr_parallel(qmatmul_task, &ctx);
+    *outputs_out = outputs;
     return TSR_OK;
 }
 

@@ -362,50 +362,56 @@ QTARGET static inline __attribute__((always_inline)) void QFN(x8k_rows)(const in
 
 // A group's 8 outputs for activation rows r0..r0 + nr, lanes [l0, l1) kept: y (+)= alpha·o.
 QTARGET static inline __attribute__((always_inline)) void QFN(x8_store)(const qmatmul_job *j, const tsr_weight_part *p, int64_t grp,
-                                                                         int64_t l0, int64_t l1, int64_t r0, int64_t nr, const __m256 *o) {
+                                                                         int64_t l0, int64_t l1, int64_t r0, int64_t nr, const __m256 *o,
+                                                                         int accumulate) {
     const __m256 alpha = _mm256_set1_ps(j->alpha);
     for (int64_t r = 0; r < nr; r++) {
         float *dst = j->y + (r0 + r) * j->y_stride + p->out_offset + grp * 8;
         const __m256 v = _mm256_mul_ps(o[r], alpha);
         if (l0 == 0 && l1 == 8) {
-            _mm256_storeu_ps(dst, j->accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
+            _mm256_storeu_ps(dst, accumulate ? _mm256_add_ps(_mm256_loadu_ps(dst), v) : v);
         } else {
             float t_[8];
             _mm256_storeu_ps(t_, v);
-            for (int64_t l = l0; l < l1; l++) dst[l] = j->accumulate ? dst[l] + t_[l] : t_[l];
+            for (int64_t l = l0; l < l1; l++) dst[l] = accumulate ? dst[l] + t_[l] : t_[l];
         }
     }
 }
 
 // Groups covering stored rows [g0, g1) of an interleaved part, every activation row; lanes
 // outside [g0, g1) are computed and dropped. ROWS(ARG, group, blocks of 32, ...) is the group
-// kernel of type T.
+// kernel of type T. A part split in column panels (k_split) sums each panel on its own: panel
+// 0's sums stored (or added), then panel 1's added.
 #define QX8_SPAN(NAME, T, ROWS, ARG) \
 QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) { \
-    const int64_t nb = j->inputs / 32, gbytes = j->inputs / tsr_type_block_elements(T) * x8_block_bytes(T); \
+    const int64_t nb = j->inputs / 32, ks = p->k_split > 0 ? p->k_split : nb; \
+    const int64_t pa = j->panel_only == 2 ? 1 : 0, pz = j->panel_only == 1 ? 1 : ks < nb ? 2 : 1; \
     for (int64_t grp = g0 / 8; grp * 8 < g1; grp++) { \
-        const uint8_t *gp = (const uint8_t *)p->data + grp * gbytes; \
         const int64_t l0 = g0 > grp * 8 ? g0 - grp * 8 : 0, l1 = g1 < grp * 8 + 8 ? g1 - grp * 8 : 8; \
         for (int64_t r0 = 0; r0 < j->rows; r0 += 4) { \
-            __m256 o[4]; \
-            const tsr_q8_block *a = j->xq + r0 * nb, *alo = j->xq_lo ? j->xq_lo + r0 * nb : NULL; \
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
-            if (alo) { \
-                switch (nr) { \
-                case 1: ROWS(ARG, gp, nb, a, alo, nb, 1, 1, o); break; \
-                case 2: ROWS(ARG, gp, nb, a, alo, nb, 2, 1, o); break; \
-                case 3: ROWS(ARG, gp, nb, a, alo, nb, 3, 1, o); break; \
-                default: ROWS(ARG, gp, nb, a, alo, nb, 4, 1, o); break; \
+            for (int64_t pn = pa; pn < pz; pn++) { \
+                const int64_t b0 = pn ? ks : 0, bn = pn ? nb - ks : ks; \
+                const uint8_t *gp = (const uint8_t *)p->data + x8_block_offset(T, p->rows, nb, p->k_split, grp, b0); \
+                __m256 o[4]; \
+                const tsr_q8_block *a = j->xq + r0 * nb + b0, *alo = j->xq_lo ? j->xq_lo + r0 * nb + b0 : NULL; \
+                if (alo) { \
+                    switch (nr) { \
+                    case 1: ROWS(ARG, gp, bn, a, alo, nb, 1, 1, o); break; \
+                    case 2: ROWS(ARG, gp, bn, a, alo, nb, 2, 1, o); break; \
+                    case 3: ROWS(ARG, gp, bn, a, alo, nb, 3, 1, o); break; \
+                    default: ROWS(ARG, gp, bn, a, alo, nb, 4, 1, o); break; \
+                    } \
+                } else { \
+                    switch (nr) { \
+                    case 1: ROWS(ARG, gp, bn, a, NULL, nb, 1, 0, o); break; \
+                    case 2: ROWS(ARG, gp, bn, a, NULL, nb, 2, 0, o); break; \
+                    case 3: ROWS(ARG, gp, bn, a, NULL, nb, 3, 0, o); break; \
+                    default: ROWS(ARG, gp, bn, a, NULL, nb, 4, 0, o); break; \
+                    } \
                 } \
-            } else { \
-                switch (nr) { \
-                case 1: ROWS(ARG, gp, nb, a, NULL, nb, 1, 0, o); break; \
-                case 2: ROWS(ARG, gp, nb, a, NULL, nb, 2, 0, o); break; \
-                case 3: ROWS(ARG, gp, nb, a, NULL, nb, 3, 0, o); break; \
-                default: ROWS(ARG, gp, nb, a, NULL, nb, 4, 0, o); break; \
-                } \
+                QFN(x8_store)(j, p, grp, l0, l1, r0, nr, o, pn > pa ? 1 : j->accumulate); \
             } \
-            QFN(x8_store)(j, p, grp, l0, l1, r0, nr, o); \
         } \
     } }
 QX8_SPAN(x8_span_q4_0, TSR_GGML_Q4_0, QX8_ROWS, TSR_GGML_Q4_0)
@@ -423,14 +429,15 @@ QX8_SPAN(x8k_span_q5_k, TSR_GGML_Q5_K, QFN(x8k_rows), 1)
 // Q4_K / Q5_K interleaved by 8, one output row at a time (the portable reference for x8k_rows).
 static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
     const int five = p->type == TSR_GGML_Q5_K;
-    const int64_t nb = j->inputs / 32, gb = x8_block_bytes(p->type), gbytes = nb / 8 * gb, qo = x8k_quants_offset(p->type);
+    const int64_t nb = j->inputs / 32, qo = x8k_quants_offset(p->type);
+    const int64_t ks = p->k_split > 0 ? p->k_split : nb;
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * gbytes;
         const int64_t lane = g % 8;
-        for (int64_t r = 0; r < j->rows; r++) {
+        for (int64_t r = 0; r < j->rows; r++)
+        for (int64_t pn = j->panel_only == 2 ? 1 : 0; pn < (j->panel_only == 1 ? 1 : ks < nb ? 2 : 1); pn++) {
             float acc = 0, accm = 0;
-            for (int64_t sb = 0; sb < nb / 8; sb++) {
-                const uint8_t *db = grp + sb * gb;
+            for (int64_t sb = (pn ? ks : 0) / 8; sb < (pn ? nb : ks) / 8; sb++) {
+                const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(p->type, p->rows, nb, p->k_split, g / 8, sb * 8);
                 const float d = H2F(q_u16(db + 2 * lane)), dmin = H2F(q_u16(db + 16 + 2 * lane));
                 for (int sub = 0; sub < 8; sub++) {
                     uint8_t sc, m;
@@ -451,7 +458,7 @@ static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, cons
             }
             acc += accm;
             float *dst = j->y + r * j->y_stride + p->out_offset + g;
-            *dst = j->accumulate ? *dst + acc * j->alpha : acc * j->alpha;
+            *dst = j->accumulate || pn > (j->panel_only == 2) ? *dst + acc * j->alpha : acc * j->alpha;
         }
     }
 }
@@ -461,14 +468,15 @@ static void QFN(x8k_span_q5_k)(const tsr_weight_part *p, int64_t g0, int64_t g1,
 // Rows interleaved by 8, one output row at a time (the portable reference for x8_rows).
 static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const qmatmul_job *j) {
     const int type = p->type;
-    const int64_t nb = j->inputs / 32, gb = tsr_x8_group_block_bytes(type), qo = x8_quants_offset(type);
+    const int64_t nb = j->inputs / 32, qo = x8_quants_offset(type);
+    const int64_t ks = p->k_split > 0 ? p->k_split : nb;
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *grp = (const uint8_t *)p->data + (g / 8) * nb * gb;
         const int64_t lane = g % 8;
-        for (int64_t r = 0; r < j->rows; r++) {
+        for (int64_t r = 0; r < j->rows; r++)
+        for (int64_t pn = j->panel_only == 2 ? 1 : 0; pn < (j->panel_only == 1 ? 1 : ks < nb ? 2 : 1); pn++) {
             float acc = 0, accm = 0;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *db = grp + b * gb, *qs = db + qo;
+            for (int64_t b = pn ? ks : 0; b < (pn ? nb : ks); b++) {
+                const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(type, p->rows, nb, p->k_split, g / 8, b), *qs = db + qo;
                 const tsr_q8_block *ab = j->xq + r * nb + b, *al = j->xq_lo ? j->xq_lo + r * nb + b : NULL;
                 const float d = H2F(q_u16(db + 2 * lane));
                 int32_t sum = 0, sum_lo = 0;
@@ -501,7 +509,7 @@ static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const
             }
             acc += accm;
             float *dst = j->y + r * j->y_stride + p->out_offset + g;
-            *dst = j->accumulate ? *dst + acc * j->alpha : acc * j->alpha;
+            *dst = j->accumulate || pn > (j->panel_only == 2) ? *dst + acc * j->alpha : acc * j->alpha;
         }
     }
 }

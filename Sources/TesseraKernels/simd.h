@@ -13,6 +13,15 @@
 #define TSR_MULTIVERSION
 #endif
 
+// A spin-wait pause: lets the sibling hyperthread run and saves power while polling a line.
+static inline void tsr_relax(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline float tsr_dot(const float *a, const float *b, int64_t n) {
 #pragma clang fp reassociate(on) contract(fast)
     float s = 0.0f;

@@ -8,6 +8,7 @@
 // must wake it, with the sleeper announced through a counter checked after the publishing store
 // (sequentially consistent on both sides, so no wake-up is lost).
 #include "tessera_kernels.h"
+#include "simd.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
@@ -35,14 +36,6 @@ static struct { _Alignas(64) _Atomic unsigned long generation; } done[TSR_MAX_TH
 static _Alignas(64) _Atomic int sleepers;     // workers asleep (or going to sleep) on start_cv
 static _Alignas(64) _Atomic int caller_waits;  // the caller asleep (or going to sleep) on done_cv
 
-static inline void relax(void) {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static void *worker_main(void *arg) {
     const int index = (int)(intptr_t)arg;
     unsigned long seen = atomic_load(&done[index].generation);
@@ -51,7 +44,7 @@ static void *worker_main(void *arg) {
         int spins = 0;
         // Spin briefly (steps issue jobs back to back), then sleep.
         while ((g = atomic_load_explicit(&job.generation, memory_order_acquire)) == seen) {
-            if (++spins < WORKER_SPINS) { relax(); continue; }
+            if (++spins < WORKER_SPINS) { tsr_relax(); continue; }
             pthread_mutex_lock(&lock);
             atomic_fetch_add(&sleepers, 1);
             while ((g = atomic_load(&job.generation)) == seen) pthread_cond_wait(&start_cv, &lock);
@@ -117,7 +110,7 @@ void tsr_parallel_limit(tsr_task_fn fn, void *ctx, int max_threads) {
     for (int w = 1; w <= worker_count; w++) {
         int spins = 0;
         while (atomic_load_explicit(&done[w].generation, memory_order_acquire) != g) {
-            if (++spins < CALLER_SPINS) { relax(); continue; }
+            if (++spins < CALLER_SPINS) { tsr_relax(); continue; }
             pthread_mutex_lock(&lock);
             atomic_fetch_add(&caller_waits, 1);
             while (atomic_load(&done[w].generation) != g) pthread_cond_wait(&done_cv, &lock);

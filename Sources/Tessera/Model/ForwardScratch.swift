@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import TesseraKernels
 
 /// Activation buffers for forward passes, sized for a number of rows and grown only when a
@@ -34,6 +39,38 @@ public final class ForwardScratch: @unchecked Sendable {
     /// Compute every row alone (matrix-vector products, per-row attention, the row-wise LoRA
     /// kernel) so that a row's numbers do not depend on what else is in the batch.
     public var deterministic = false
+    /// One-token steps of one sequence without an adapter run as a single pool job on two
+    /// threads split by heads and hidden units (tsr_decode_step) when the model's layer weights
+    /// are interleaved and split for it and the pool has two threads. The same bits as the
+    /// row-split path; false keeps every step there.
+    public var tensorParallelDecode = true
+    /// The workspace of tsr_decode_step (64-byte aligned) and its layer table.
+    private(set) var decodeWorkspace: UnsafeMutableRawPointer?
+    private(set) var decodeWorkspaceBytes = 0
+    private(set) var decodeLayers: UnsafeMutablePointer<tsr_decode_layer> = .allocate(capacity: 1)
+    private var decodeLayerCapacity = 1
+    /// Set once tsr_decode_check refused this scratch's model: later steps skip the attempt.
+    var decodeUnsupported = false
+    /// Steps that ran as the tensor-parallel step (for tests and reports).
+    public internal(set) var tensorParallelSteps = 0
+
+    func reserveDecode(bytes: Int, layers: Int) throws(InferenceError) {
+        if bytes > decodeWorkspaceBytes {
+            free(decodeWorkspace)
+            decodeWorkspace = nil
+            decodeWorkspaceBytes = 0
+            var raw: UnsafeMutableRawPointer?
+            let n = max(bytes, bytes + bytes / 4)  // room for a longer context without reallocating
+            guard posix_memalign(&raw, 64, n) == 0, let raw else { throw InferenceError.outOfMemory(bytes: n) }
+            decodeWorkspace = raw
+            decodeWorkspaceBytes = n
+        }
+        if layers > decodeLayerCapacity {
+            decodeLayers.deallocate()
+            decodeLayers = .allocate(capacity: layers)
+            decodeLayerCapacity = layers
+        }
+    }
 
     /// Activations quantized to 8 bits for the stored-type kernels: (rows, max inputs / 32).
     private(set) var q8: UnsafeMutablePointer<tsr_q8_block> = .allocate(capacity: 1)
@@ -58,6 +95,8 @@ public final class ForwardScratch: @unchecked Sendable {
         q8Residual.deallocate()
         attentionItems.deallocate()
         blockTables.deallocate()
+        decodeLayers.deallocate()
+        free(decodeWorkspace)
     }
 
     /// Rows whose attention runs one row at a time (decode rows, short segments), for

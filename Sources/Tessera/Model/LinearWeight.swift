@@ -39,6 +39,12 @@ final class LinearWeight: @unchecked Sendable {
     private(set) var interleavedBytes = 0
     /// Whether every part is interleaved (the kernel then beats sgemm at any row count).
     private(set) var isInterleaved = false
+    /// The column-panel split every part has (0: none, or the parts differ).
+    var kSplit: Int {
+        guard partCount > 0 else { return 0 }
+        let first = parts[0].k_split
+        return (0..<partCount).allSatisfy { parts[$0].k_split == first } ? Int(first) : 0
+    }
 
     /// A matrix held only as f32.
     init(dense: FloatBuffer, outputs: Int, inputs: Int) {
@@ -71,7 +77,7 @@ final class LinearWeight: @unchecked Sendable {
             let t = piece.tensor.type
             parts[i] = tsr_weight_part(type: Int32(t.rawValue), data: piece.tensor.bytes.baseAddress, rows: Int64(piece.rows),
                                        row_bytes: Int64(inputs / t.blockElements * t.blockBytes), row_map: mapPointer,
-                                       out_offset: Int64(offset), layout: Int32(TSR_LAYOUT_ROWS))
+                                       out_offset: Int64(offset), layout: Int32(TSR_LAYOUT_ROWS), k_split: 0)
             offset += piece.rows
             bytes += piece.tensor.bytes.count
             q8 = q8 || tsr_type_is_quantized(Int32(t.rawValue)) != 0
@@ -95,17 +101,22 @@ final class LinearWeight: @unchecked Sendable {
     /// no horizontal sums and one scale vector serves 8 outputs. Same bytes as stored; the
     /// mapped pages read are released, so resident memory does not grow. Returns false when
     /// out of memory (the parts already rewritten stay so; the rest stay as stored).
-    func interleave() -> Bool {
+    /// `kSplit` > 0: parts whose type allows it are split in two column panels at that input
+    /// block of 32 (`tsr_weight_part.k_split`, for the tensor-parallel decode step).
+    func interleave(kSplit: Int = 0) -> Bool {
         for i in 0..<partCount {
             var p = parts[i]
             guard p.layout == Int32(TSR_LAYOUT_ROWS), tsr_x8_group_block_bytes(p.type) > 0, p.rows % 8 == 0, let data = p.data else { continue }
             let bytes = Int(p.rows * p.row_bytes)
             var raw: UnsafeMutableRawPointer?
             guard posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else { return false }
-            guard tsr_pack_x8(&p, Int64(inputs), raw) == TSR_OK else {
+            var split = Int64(kSplit)
+            if split > 0 && tsr_pack_x8_split(&p, Int64(inputs), split, raw) != TSR_OK { split = 0 }  // a type that cannot split there
+            guard split > 0 || tsr_pack_x8(&p, Int64(inputs), raw) == TSR_OK else {
                 free(raw)
                 continue
             }
+            p.k_split = split
             (owners[i] as? MappedFile)?.releasePages(of: UnsafeRawBufferPointer(start: data, count: bytes))
             p.data = UnsafeRawPointer(raw)
             p.row_map = nil

@@ -139,6 +139,16 @@ public final class LlamaModel: Sendable {
                             gatheredRows: longest >= Self.gemmAttentionMinimumRows ? maxContext : 0,
                             loraWeightElements: lora.widenedElements(c))
 
+        // One token of one sequence without an adapter, on two threads: the tensor-parallel
+        // step (the same bits as below).
+        if n == 1, batch.adapters[0] == -1, batch.logitRows == [0], scratch.tensorParallelDecode, !scratch.decodeUnsupported,
+           scratch.activations != .f32, weights.decodeSplit != nil, tsr_threads_get() == 2,
+           try decodeStep(token: batch.tokens[0], position: batch.positions[0], cache: caches[batch.sequences[0]], scratch: scratch) {
+            let cache = caches[batch.sequences[0]]
+            cache.count = max(cache.count, batch.positions[0] + 1)
+            return Logits(scratch: scratch, rows: 1, vocabularySize: c.vocabularySize)
+        }
+
         let x = scratch.x.pointer, normed = scratch.normed.pointer, qkv = scratch.qkv.pointer
         let attn = scratch.attention.pointer, gu = scratch.gateUp.pointer
 
@@ -241,6 +251,50 @@ public final class LlamaModel: Sendable {
                         output: scratch.logits.pointer, outputStride: c.vocabularySize, accumulate: false, rowwise: rowwise, scratch: scratch)
         }
         return Logits(scratch: scratch, rows: m, vocabularySize: c.vocabularySize)
+    }
+
+    /// One token of one sequence through tsr_decode_step (one pool job, two threads split by
+    /// heads and hidden units), its logits into the scratch. Returns false, having changed
+    /// nothing, when the model's weights do not suit it (then the scratch remembers).
+    private func decodeStep(token: Int32, position: Int, cache: KVCache, scratch: ForwardScratch) throws(InferenceError) -> Bool {
+        let c = config
+        guard let split = weights.decodeSplit else { return false }
+        let pool = cache.pool, layers = weights.layers
+        func parts(_ w: LinearWeight) -> (UnsafePointer<tsr_weight_part>?, Int64) {
+            w.partCount > 0 ? (UnsafePointer(w.parts), Int64(w.partCount)) : (nil, 0)
+        }
+        try scratch.reserveDecode(bytes: 0, layers: layers.count)
+        for (l, w) in layers.enumerated() {
+            let (qkv, nq) = parts(w.qkv), (o, no) = parts(w.attentionOutput), (gu, ng) = parts(w.gateUp), (down, nd) = parts(w.down)
+            scratch.decodeLayers[l] = tsr_decode_layer(qkv: qkv, qkv_parts: nq, o: o, o_parts: no, gate_up: gu, gate_up_parts: ng,
+                                                       down: down, down_parts: nd, attn_norm: w.attentionNorm.pointer,
+                                                       ffn_norm: w.ffnNorm.pointer, k_cache: pool.keyBase(layer: l),
+                                                       v_cache: pool.valueBase(layer: l))
+        }
+        let (head, nh) = parts(weights.lmHead)
+        var model = tsr_decode_model(n_layers: Int64(layers.count), hidden: Int64(c.hiddenSize), n_heads: Int64(c.headCount),
+                                     n_kv_heads: Int64(c.kvHeadCount), head_dim: Int64(c.headDimension), ff: Int64(c.intermediateSize),
+                                     rot_dim: Int64(c.ropeDimension), vocab: Int64(c.vocabularySize),
+                                     heads_split: Int64(split.heads), ff_split: Int64(split.units), eps: c.rmsNormEpsilon,
+                                     attn_scale: 1 / Float(c.headDimension).squareRoot(), layers: UnsafePointer(scratch.decodeLayers),
+                                     lm_head: head, lm_head_parts: nh, out_norm: weights.outputNorm.pointer,
+                                     kv_type: pool.precision.ggmlType, two_level: scratch.activations == .q8x2 ? 1 : 0)
+        guard tsr_decode_check(&model) == TSR_OK else {
+            scratch.decodeUnsupported = true
+            return false
+        }
+        try scratch.reserveDecode(bytes: Int(tsr_decode_workspace_bytes(&model, Int64(position + 1))), layers: layers.count)
+        let x = scratch.x.pointer
+        weights.tokenEmbedding.dequantize(rows: Int(token)..<(Int(token) + 1), into: x)
+        tsr_rope_angles(scratch.ropeCos.pointer, scratch.ropeSin.pointer, Int64(position), Int64(c.ropeDimension), c.ropeTheta)
+        let status = cache.blocks.withUnsafeBufferPointer { table in
+            tsr_decode_step(&model, x, scratch.ropeCos.pointer, scratch.ropeSin.pointer, table.baseAddress, Int64(pool.blockSize),
+                            Int64(position), scratch.logits.pointer, scratch.decodeWorkspace, Int64(scratch.decodeWorkspaceBytes),
+                            Int32(TSR_QIMPL_BEST))
+        }
+        guard status == TSR_OK else { throw InferenceError.invalidBatch("the decode step refused its inputs (status \(status.rawValue))") }
+        scratch.tensorParallelSteps += 1
+        return true
     }
 
     /// output(rows, outputs) (+)= scale · input(rows, inputs) · weight(outputs, inputs)ᵀ.

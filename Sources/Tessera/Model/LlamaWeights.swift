@@ -1,3 +1,5 @@
+import TesseraKernels
+
 /// The weights of a Llama-family model, immutable once loaded and shared by every sequence and
 /// tenant.
 ///
@@ -20,6 +22,9 @@ final class LlamaWeights: @unchecked Sendable {
     let layers: [Layer]
     let outputNorm: FloatBuffer          // (hidden)
     let lmHead: LinearWeight             // (vocab, hidden); the embedding itself when tied
+    /// The tensor-parallel decode step's shares (tsr_decode_split) the o and down matrices were
+    /// split for, when interleaved.
+    private(set) var decodeSplit: (heads: Int, units: Int)?
 
     /// Every linear weight once (the tied LM head is the embedding).
     var linears: [LinearWeight] {
@@ -122,8 +127,20 @@ final class LlamaWeights: @unchecked Sendable {
         lmHead = c.tiedEmbeddings ? tokenEmbedding : try linear([("output.weight", c.vocabularySize, nil)], inputs: d)
 
         if layout == .interleaved {
-            for w in linears where !w.interleave() {
-                throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
+            // The o and down matrices split in two column panels at the tensor-parallel decode
+            // step's shares (tsr_decode_split), which every path then sums alike.
+            var headsSplit: Int64 = 0, ffSplit: Int64 = 0
+            func unit(_ w: LinearWeight) -> Int64 { w.storedTypes.contains { $0 == .q4_K || $0 == .q5_K } ? 256 : 32 }
+            if let first = layers.first, c.headCount >= 2,
+               tsr_decode_split(Int64(c.headCount), Int64(c.kvHeadCount), Int64(c.headDimension), Int64(ff),
+                                layers.map { unit($0.attentionOutput) }.max() ?? unit(first.attentionOutput),
+                                layers.map { unit($0.down) }.max() ?? unit(first.down), &headsSplit, &ffSplit) == TSR_OK {
+                decodeSplit = (heads: Int(headsSplit), units: Int(ffSplit))
+            }
+            let oSplit = Int(headsSplit) * c.headDimension / 32, downSplit = Int(ffSplit) / 32
+            for w in linears {
+                let split = layers.contains { $0.attentionOutput === w } ? oSplit : layers.contains { $0.down === w } ? downSplit : 0
+                guard w.interleave(kSplit: split) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes)) }
             }
         }
 

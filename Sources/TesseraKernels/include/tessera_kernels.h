@@ -79,6 +79,9 @@ int tsr_kv_type_supported(int kv_type);
 /// slot `slot` of block `block` of a layer's storage.
 void tsr_kv_store(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t block_size, int64_t slot,
                   const float *k, const float *v, int64_t kv_dim);
+/// tsr_kv_store of channels [c0, c1) only (k and v still point at kv_dim floats).
+void tsr_kv_store_channels(void *k_layer, void *v_layer, int kv_type, int64_t block, int64_t block_size, int64_t slot,
+                           const float *k, const float *v, int64_t kv_dim, int64_t c0, int64_t c1);
 /// Positions 0..<n of a paged sequence as f32: keys transposed into kt_dst (kv_dim × n), values
 /// as rows into v_dst (n × kv_dim).
 void tsr_kv_gather(float *kt_dst, float *v_dst, const void *k_layer, const void *v_layer, int kv_type,
@@ -111,6 +114,21 @@ int64_t tsr_attention_scratch_floats(int64_t n_items, int64_t max_ctx, int64_t n
 void tsr_attention_rows(const tsr_attention_item *items, int64_t n_items, int64_t kv_stride,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                         float scale, float *scratch, int64_t max_ctx, int kv_type, int64_t threads);
+/// One row's attention in pieces, for callers that split it themselves (tsr_decode_step): the
+/// chunks tsr_attention_rows cuts a context of n_ctx positions into (a function of n_ctx
+/// alone), each chunk's partial sums for a range of query heads, and their merge; the same bits
+/// as tsr_attention_rows for those heads however the chunks and heads are shared out.
+int64_t tsr_attention_chunk_count(int64_t n_ctx);
+/// Floats of partials for contexts of at most max_ctx positions (chunk c, head h at
+/// (c·n_heads + h)·(head_dim + 2)).
+int64_t tsr_attention_partials_floats(int64_t max_ctx, int64_t n_heads, int64_t head_dim);
+/// Chunks [c_begin, c_end) of the item's n_ctx cached positions for query heads [h_begin, h_end):
+/// their partials (max, sum, weighted values). scores: n_heads × TSR_ATTENTION_CHUNK floats.
+void tsr_attention_partials(const tsr_attention_item *item, int64_t kv_stride, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                            int64_t c_begin, int64_t c_end, int64_t h_begin, int64_t h_end, float scale, float *partials,
+                            float *scores, int kv_type);
+/// Heads [h_begin, h_end) of `out` (n_heads × head_dim) from every chunk's partials.
+void tsr_attention_merge(const float *partials, int64_t n_ctx, int64_t n_heads, int64_t head_dim, int64_t h_begin, int64_t h_end, float *out);
 /// Causal mask + scaled softmax for a block of attention scores: row i (query at position
 /// first_pos + i) keeps columns 0...first_pos+i, the rest become 0 after softmax.
 void tsr_causal_softmax_rows(float *scores, int64_t rows, int64_t cols, int64_t ld,
@@ -186,6 +204,12 @@ typedef struct {
     const int32_t *row_map;   // NULL, or a permutation of 0..<rows
     int64_t out_offset;
     int layout;               // TSR_LAYOUT_*
+    /// TSR_LAYOUT_X8 only: 0, or the input block (of 32; whole super-blocks for Q4_K / Q5_K)
+    /// where the matrix splits in two column panels, stored one after the other (every row
+    /// group's blocks [0, k_split), then every group's [k_split, inputs/32)); each output is
+    /// then the sum over panel 0 stored (or added), then panel 1's added: two threads can
+    /// each stream one panel of a tensor-parallel step and get the same bits (tsr_decode_step).
+    int64_t k_split;
 } tsr_weight_part;
 
 /// Bytes of one block of a group of 8 interleaved rows of `ggml_type`; 0 when the type has no
@@ -196,6 +220,9 @@ int64_t tsr_x8_group_block_bytes(int ggml_type);
 /// src->out_offset + i. The part that reads it: same type, rows, row_bytes and out_offset,
 /// data = dst, row_map = NULL, layout = TSR_LAYOUT_X8.
 tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst);
+/// tsr_pack_x8 in two column panels split at input block `k_split` (see tsr_weight_part; 0 is
+/// tsr_pack_x8); the part that reads it sets the same k_split.
+tsr_status tsr_pack_x8_split(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst);
 /// Dequantizes stored row `g` of one part into `inputs` floats.
 void tsr_dequantize_part_row(const tsr_weight_part *part, int64_t inputs, int64_t g, float *dst);
 
@@ -229,9 +256,64 @@ tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t in
 tsr_status tsr_qmatmul_x2(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x, int64_t x_stride, int64_t rows,
                           float *y, int64_t y_stride, float alpha, int accumulate, int impl);
+/// One activation row (xq / xq_lo / x as tsr_qmatmul_x2 for one row) against output rows
+/// [begin, end) of the stacked parts, on the calling thread (no pool job): y[o] (+)= the row's
+/// sum, y indexed by output row. panel -1: every column; 0 / 1: that column panel of parts
+/// split by k_split only (every part in range split; 8-bit activations), its sum stored (or
+/// added): panel 0 stored then panel 1 added gives tsr_qmatmul_x2's bits.
+tsr_status tsr_qmatmul_span(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
+                            const tsr_q8_block *xq, const tsr_q8_block *xq_lo, const float *x,
+                            float *y, int64_t begin, int64_t end, int panel, int accumulate, int impl);
 /// Dequantizes the matrix's output rows [begin, end) into dst ((end - begin) × inputs floats).
 void tsr_dequantize_parts(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
                           int64_t begin, int64_t end, float *dst);
+
+// ---- one decode step, tensor parallel over two threads (decode.c) ----
+
+/// One layer's weights for tsr_decode_step, every part interleaved (TSR_LAYOUT_X8). qkv: qd + 2·kvd
+/// outputs (queries, keys, values); o: hidden outputs over qd inputs, split in column panels at
+/// heads_split·head_dim; gate_up: 2·ff outputs (gate, then up); down: hidden outputs over ff
+/// inputs, split at ff_split. k_cache / v_cache: the layer's KV storage (tsr_kv_store's layout).
+typedef struct {
+    const tsr_weight_part *qkv; int64_t qkv_parts;
+    const tsr_weight_part *o; int64_t o_parts;
+    const tsr_weight_part *gate_up; int64_t gate_up_parts;
+    const tsr_weight_part *down; int64_t down_parts;
+    const float *attn_norm, *ffn_norm;
+    void *k_cache, *v_cache;
+} tsr_decode_layer;
+
+typedef struct {
+    int64_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ff, rot_dim, vocab;
+    int64_t heads_split, ff_split;   // from tsr_decode_split
+    float eps, attn_scale;
+    const tsr_decode_layer *layers;
+    const tsr_weight_part *lm_head; int64_t lm_head_parts;   // any parts, not split
+    const float *out_norm;
+    int kv_type;              // TSR_GGML_F32 / F16
+    int two_level;            // activations in two 8-bit levels (tsr_quantize_q8x2_rows) or one
+} tsr_decode_model;
+
+/// The two shares of a tensor-parallel decode step: query heads [0, heads_split) and hidden
+/// units [0, ff_split) are share 0's, balanced by weight rows. o_unit / down_unit: the columns a
+/// panel of the o / down matrix must be a multiple of (32; 256 for Q4_K / Q5_K). The o and down
+/// matrices are then packed with k_split = heads_split·head_dim/32 and ff_split/32.
+tsr_status tsr_decode_split(int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, int64_t ff,
+                            int64_t o_unit, int64_t down_unit, int64_t *heads_split, int64_t *ff_split);
+/// Whether tsr_decode_step can run `m` (sizes, interleaved and split layer weights).
+tsr_status tsr_decode_check(const tsr_decode_model *m);
+/// Bytes of workspace tsr_decode_step needs for contexts of at most `max_ctx` positions.
+int64_t tsr_decode_workspace_bytes(const tsr_decode_model *m, int64_t max_ctx);
+/// One token through the whole model as one pool job on at most two threads, one share each
+/// (see decode.c): three barriers a layer instead of five parallel calls. `x`: the token's
+/// embedding (hidden floats, read only); rope_cos / rope_sin: its position's angles
+/// (tsr_rope_angles); the key and value of position `pos` go to slot pos % block_size of block
+/// block_table[pos / block_size], positions before it must be cached; logits: vocab floats.
+/// The same bits as the row-split path (LlamaModel.forward) on any thread count.
+/// `workspace`: tsr_decode_workspace_bytes(m, pos + 1) bytes, 64-byte aligned.
+tsr_status tsr_decode_step(const tsr_decode_model *m, const float *x, const float *rope_cos, const float *rope_sin,
+                           const int32_t *block_table, int64_t block_size, int64_t pos, float *logits,
+                           void *workspace, int64_t workspace_bytes, int impl);
 
 // ---- CPU features (cpu.c) ----
 
