@@ -49,6 +49,23 @@ static void barrier_wait(decode_barrier *b, int threads, int *sense) {
     }
 }
 
+// Profiling build only (-DDECODE_PROFILE): cycles each thread waits at each barrier, and in all.
+#ifdef DECODE_PROFILE
+#include <stdio.h>
+#include <stdlib.h>
+#include <x86intrin.h>
+static unsigned long long prof_wait[2][4], prof_total[2], prof_steps;
+static void prof_dump(void) {
+    for (int t = 0; t < 2; t++)
+        fprintf(stderr, "decode profile thread %d: %.1f us/step, waits qkv %.1f attn %.1f o %.1f down %.1f us/step\n", t,
+                prof_total[t] / 1e3 / 2.6 / prof_steps, prof_wait[t][0] / 1e3 / 2.6 / prof_steps, prof_wait[t][1] / 1e3 / 2.6 / prof_steps,
+                prof_wait[t][2] / 1e3 / 2.6 / prof_steps, prof_wait[t][3] / 1e3 / 2.6 / prof_steps);
+}
+#define PROF_WAIT(t, k, stmt) do { const unsigned long long w0_ = __rdtsc(); stmt; if ((t) < 2) prof_wait[t][k] += __rdtsc() - w0_; } while (0)
+#else
+#define PROF_WAIT(t, k, stmt) stmt
+#endif
+
 static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Kv heads owned by query heads [q0, q1): those whose first query head is among them.
@@ -162,11 +179,18 @@ tsr_status tsr_decode_check(const tsr_decode_model *m) {
     return TSR_OK;
 }
 
+// Lines another thread just wrote, requested all at once (one transfer latency for the lot, not
+// one per line as a sequential read would wait).
+static inline void fetch_lines(const void *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 // The end of a half layer: once both shares' partial sums are in, x = (x + p_0) + p_1 on every
 // thread; the next half writes the other parity's buffers (a thread may still be reading these).
 static void reduce_shares(decode_barrier *bar, int threads, int *sense, float *x, const float *partials, int64_t pstride,
                           int64_t d, int *parity) {
     barrier_wait(bar, threads, sense);
+    fetch_lines(partials + (*parity * 2) * pstride, 2 * pstride * 4);
     tsr_add(x, partials + (*parity * 2) * pstride, d);
     tsr_add(x, partials + (*parity * 2 + 1) * pstride, d);
     *parity ^= 1;
@@ -202,6 +226,9 @@ static void decode_task(void *ctx, int t, int threads) {
     // by the shares' heads: the same units and merge either way.
     const int by_chunks = threads == 2 && chunks >= 2;
     int sense = 0, parity = 0;
+#ifdef DECODE_PROFILE
+    const unsigned long long start = __rdtsc();
+#endif
     memcpy(x, j->x_in, (size_t)d * sizeof(float));
 
     for (int64_t l = 0; l < m->n_layers; l++) {
@@ -223,12 +250,14 @@ static void decode_task(void *ctx, int t, int threads) {
                                       w0 * hd, w1 * hd);
             }
         }
-        barrier_wait(bar, threads, &sense);
+        PROF_WAIT(t, 0, barrier_wait(bar, threads, &sense));
         const tsr_attention_item item = { attn, qkv, L->k_cache, L->v_cache, j->block_table, bs, n_ctx };
         if (by_chunks) {
+            fetch_lines(qkv, qd * 4);
             tsr_attention_partials(&item, kvd, m->n_heads, m->n_kv_heads, hd, chunks * t / 2, chunks * (t + 1) / 2, 0, m->n_heads,
                                    m->attn_scale, att, scores, m->kv_type);
-            barrier_wait(bar, threads, &sense);
+            PROF_WAIT(t, 1, barrier_wait(bar, threads, &sense));
+            fetch_lines(att, chunks * m->n_heads * (hd + 2) * 4);
         }
         for (int s = t; s < 2; s += threads) {
             const int64_t q0 = qh[s], q1 = qh[s + 1];
@@ -238,7 +267,7 @@ static void decode_task(void *ctx, int t, int threads) {
             tsr_quantize_q8x2_rows(attn + q0 * hd, qd, 1, (q1 - q0) * hd, xq + q0 * hd / 32, xlo ? xlo + q0 * hd / 32 : NULL);
             tsr_qmatmul_span(L->o, L->o_parts, qd, xq, xlo, attn, partials + (parity * 2 + s) * j->lay.pstride, 0, d, s, 0, j->impl);
         }
-        reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity);
+        PROF_WAIT(t, 2, reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity));
 
         // MLP half.
         tsr_rmsnorm_rows(n, x, L->ffn_norm, 1, d, m->eps);
@@ -251,7 +280,7 @@ static void decode_task(void *ctx, int t, int threads) {
             tsr_quantize_q8x2_rows(gu + i0, ff, 1, i1 - i0, xq + i0 / 32, xlo ? xlo + i0 / 32 : NULL);
             tsr_qmatmul_span(L->down, L->down_parts, ff, xq, xlo, gu, partials + (parity * 2 + s) * j->lay.pstride, 0, d, s, 0, j->impl);
         }
-        reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity);
+        PROF_WAIT(t, 3, reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity));
     }
     // The LM head: the rows split as tsr_qmatmul_x2 splits them (a row's bits do not depend on it).
     tsr_rmsnorm_rows(n, x, m->out_norm, 1, d, m->eps);
@@ -259,6 +288,10 @@ static void decode_task(void *ctx, int t, int threads) {
     const int64_t per = round_up((m->vocab + threads - 1) / threads, 16);
     const int64_t v0 = per * t < m->vocab ? per * t : m->vocab, v1 = v0 + per < m->vocab ? v0 + per : m->vocab;
     tsr_qmatmul_span(m->lm_head, m->lm_head_parts, d, xq, xlo, n, j->logits, v0, v1, -1, 0, j->impl);
+#ifdef DECODE_PROFILE
+    if (t < 2) prof_total[t] += __rdtsc() - start;
+    if (t == 0 && prof_steps++ == 0) atexit(prof_dump);
+#endif
 }
 
 tsr_status tsr_decode_step(const tsr_decode_model *m, const float *x, const float *rope_cos, const float *rope_sin,
