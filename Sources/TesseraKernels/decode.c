@@ -49,21 +49,28 @@ static void barrier_wait(decode_barrier *b, int threads, int *sense) {
     }
 }
 
-// Profiling build only (-DDECODE_PROFILE): cycles each thread waits at each barrier, and in all.
+// Profiling build only: per thread, the time waiting at each barrier and working in each phase,
+// per step, printed at exit (TSC at 2.6 GHz assumed). Build with
+//   swift build -c release --build-path /tmp/profbuild -Xcc -DDECODE_PROFILE
 #ifdef DECODE_PROFILE
 #include <stdio.h>
 #include <stdlib.h>
 #include <x86intrin.h>
-static unsigned long long prof_wait[2][4], prof_total[2], prof_steps;
+static unsigned long long prof_wait[2][4], prof_work[2][12], prof_total[2], prof_steps;
 static void prof_dump(void) {
+    const double f = 1e3 * 2.6 * prof_steps;
     for (int t = 0; t < 2; t++)
-        fprintf(stderr, "decode profile thread %d: %.1f us/step, waits qkv %.1f attn %.1f o %.1f down %.1f us/step\n", t,
-                prof_total[t] / 1e3 / 2.6 / prof_steps, prof_wait[t][0] / 1e3 / 2.6 / prof_steps, prof_wait[t][1] / 1e3 / 2.6 / prof_steps,
-                prof_wait[t][2] / 1e3 / 2.6 / prof_steps, prof_wait[t][3] / 1e3 / 2.6 / prof_steps);
+        fprintf(stderr, "decode profile thread %d: %.1f us/step; waits qkv %.1f attn %.1f o %.1f down %.1f; work qkv %.1f attn %.1f merge+o %.1f gate/up %.1f down %.1f head %.1f | norm %.1f q %.1f kv %.1f rope+store %.1f merge %.1f\n", t,
+                prof_total[t] / f, prof_wait[t][0] / f, prof_wait[t][1] / f, prof_wait[t][2] / f, prof_wait[t][3] / f,
+                (prof_work[t][6] + prof_work[t][7] + prof_work[t][8] + prof_work[t][0]) / f, prof_work[t][1] / f,
+                (prof_work[t][9] + prof_work[t][2]) / f, prof_work[t][3] / f, prof_work[t][4] / f, prof_work[t][5] / f,
+                prof_work[t][6] / f, prof_work[t][7] / f, prof_work[t][8] / f, prof_work[t][0] / f, prof_work[t][9] / f);
 }
-#define PROF_WAIT(t, k, stmt) do { const unsigned long long w0_ = __rdtsc(); stmt; if ((t) < 2) prof_wait[t][k] += __rdtsc() - w0_; } while (0)
+#define PROF_WAIT(t, k, stmt) do { const unsigned long long w0_ = __rdtsc(); stmt; if ((t) < 2) prof_wait[t][k] += __rdtsc() - w0_; prof_last = __rdtsc(); } while (0)
+#define PROF_MARK(t, k) do { const unsigned long long n_ = __rdtsc(); if ((t) < 2) prof_work[t][k] += n_ - prof_last; prof_last = n_; } while (0)
 #else
 #define PROF_WAIT(t, k, stmt) stmt
+#define PROF_MARK(t, k) do { } while (0)
 #endif
 
 static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -228,6 +235,7 @@ static void decode_task(void *ctx, int t, int threads) {
     int sense = 0, parity = 0;
 #ifdef DECODE_PROFILE
     const unsigned long long start = __rdtsc();
+    unsigned long long prof_last = start;
 #endif
     memcpy(x, j->x_in, (size_t)d * sizeof(float));
 
@@ -236,26 +244,31 @@ static void decode_task(void *ctx, int t, int threads) {
         // Attention half.
         tsr_rmsnorm_rows(n, x, L->attn_norm, 1, d, m->eps);
         tsr_quantize_q8x2_rows(n, d, 1, d, xq, xlo);
+        PROF_MARK(t, 6);
         for (int s = t; s < 2; s += threads) {
             const int64_t q0 = qh[s], q1 = qh[s + 1];
             int64_t w0, w1;
             owned_kv(q0, q1, group, &w0, &w1);
             tsr_qmatmul_span(L->qkv, L->qkv_parts, d, xq, xlo, n, qkv, q0 * hd, q1 * hd, -1, 0, j->impl);
+            PROF_MARK(t, 7);
             tsr_rope_neox(qkv + q0 * hd, q1 - q0, hd, m->rot_dim, j->rope_cos, j->rope_sin);
             if (w1 > w0) {
                 tsr_qmatmul_span(L->qkv, L->qkv_parts, d, xq, xlo, n, qkv, qd + w0 * hd, qd + w1 * hd, -1, 0, j->impl);
                 tsr_qmatmul_span(L->qkv, L->qkv_parts, d, xq, xlo, n, qkv, qd + kvd + w0 * hd, qd + kvd + w1 * hd, -1, 0, j->impl);
+                PROF_MARK(t, 8);
                 tsr_rope_neox(qkv + qd + w0 * hd, w1 - w0, hd, m->rot_dim, j->rope_cos, j->rope_sin);
                 tsr_kv_store_channels(L->k_cache, L->v_cache, m->kv_type, block, bs, slot, qkv + qd, qkv + qd + kvd, kvd,
                                       w0 * hd, w1 * hd);
             }
         }
+        PROF_MARK(t, 0);
         PROF_WAIT(t, 0, barrier_wait(bar, threads, &sense));
         const tsr_attention_item item = { attn, qkv, L->k_cache, L->v_cache, j->block_table, bs, n_ctx };
         if (by_chunks) {
             fetch_lines(qkv, qd * 4);
             tsr_attention_partials(&item, kvd, m->n_heads, m->n_kv_heads, hd, chunks * t / 2, chunks * (t + 1) / 2, 0, m->n_heads,
                                    m->attn_scale, att, scores, m->kv_type);
+            PROF_MARK(t, 1);
             PROF_WAIT(t, 1, barrier_wait(bar, threads, &sense));
             fetch_lines(att, chunks * m->n_heads * (hd + 2) * 4);
         }
@@ -264,9 +277,11 @@ static void decode_task(void *ctx, int t, int threads) {
             if (!by_chunks)
                 tsr_attention_partials(&item, kvd, m->n_heads, m->n_kv_heads, hd, 0, chunks, q0, q1, m->attn_scale, att, scores, m->kv_type);
             tsr_attention_merge(att, n_ctx, m->n_heads, hd, q0, q1, attn);
+            PROF_MARK(t, 9);
             tsr_quantize_q8x2_rows(attn + q0 * hd, qd, 1, (q1 - q0) * hd, xq + q0 * hd / 32, xlo ? xlo + q0 * hd / 32 : NULL);
             tsr_qmatmul_span(L->o, L->o_parts, qd, xq, xlo, attn, partials + (parity * 2 + s) * j->lay.pstride, 0, d, s, 0, j->impl);
         }
+        PROF_MARK(t, 2);
         PROF_WAIT(t, 2, reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity));
 
         // MLP half.
@@ -276,10 +291,12 @@ static void decode_task(void *ctx, int t, int threads) {
             const int64_t i0 = ih[s], i1 = ih[s + 1];
             tsr_qmatmul_span(L->gate_up, L->gate_up_parts, d, xq, xlo, n, gu, i0, i1, -1, 0, j->impl);
             tsr_qmatmul_span(L->gate_up, L->gate_up_parts, d, xq, xlo, n, gu, ff + i0, ff + i1, -1, 0, j->impl);
+            PROF_MARK(t, 3);
             tsr_silu_mul_rows(gu + i0, ff, gu + ff + i0, ff, 1, i1 - i0);
             tsr_quantize_q8x2_rows(gu + i0, ff, 1, i1 - i0, xq + i0 / 32, xlo ? xlo + i0 / 32 : NULL);
             tsr_qmatmul_span(L->down, L->down_parts, ff, xq, xlo, gu, partials + (parity * 2 + s) * j->lay.pstride, 0, d, s, 0, j->impl);
         }
+        PROF_MARK(t, 4);
         PROF_WAIT(t, 3, reduce_shares(bar, threads, &sense, x, partials, j->lay.pstride, d, &parity));
     }
     // The LM head: the rows split as tsr_qmatmul_x2 splits them (a row's bits do not depend on it).
@@ -288,6 +305,7 @@ static void decode_task(void *ctx, int t, int threads) {
     const int64_t per = round_up((m->vocab + threads - 1) / threads, 16);
     const int64_t v0 = per * t < m->vocab ? per * t : m->vocab, v1 = v0 + per < m->vocab ? v0 + per : m->vocab;
     tsr_qmatmul_span(m->lm_head, m->lm_head_parts, d, xq, xlo, n, j->logits, v0, v1, -1, 0, j->impl);
+    PROF_MARK(t, 5);
 #ifdef DECODE_PROFILE
     if (t < 2) prof_total[t] += __rdtsc() - start;
     if (t == 0 && prof_steps++ == 0) atexit(prof_dump);
