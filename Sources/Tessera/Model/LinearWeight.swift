@@ -12,6 +12,39 @@ struct StoredTensor {
     let owner: AnyObject
 }
 
+/// Memory for a model's interleaved weights: one mapping, 2 MiB-aligned and asked to be backed
+/// by transparent huge pages (`tsr_huge_alloc`), handed out in 64-byte-aligned slices. Decode
+/// streams every weight each step; with 4 KiB pages that is a TLB miss (a two-level walk under a
+/// hypervisor) every 4 KiB and a hardware prefetcher stopped at every page boundary.
+final class WeightArena: @unchecked Sendable {
+    private let base: UnsafeMutableRawPointer
+    private let capacity: Int
+    private let mapped: Int64
+    private var used = 0
+
+    /// Nil when the system cannot map `bytes` (callers fall back to the allocator).
+    init?(bytes: Int) {
+        var m: Int64 = 0
+        guard bytes > 0, let p = tsr_huge_alloc(Int64(bytes), &m) else { return nil }
+        base = p
+        capacity = bytes
+        mapped = m
+    }
+
+    deinit { tsr_huge_free(base, mapped) }
+
+    /// `bytes` of the arena, 64-byte aligned; nil when it is full.
+    func take(_ bytes: Int) -> UnsafeMutableRawPointer? {
+        let start = (used + 63) & ~63
+        guard start + bytes <= capacity else { return nil }
+        used = start + bytes
+        return base + start
+    }
+
+    /// Bytes `take` hands out for parts of these sizes (each slice rounded up to 64).
+    static func bytes(for sizes: [Int]) -> Int { sizes.reduce(0) { $0 + ($1 + 63) / 64 * 64 } }
+}
+
 /// One linear layer's weight matrix, `outputs × inputs`, as the matmuls read it.
 ///
 /// Rows stay in their stored type (GGUF blocks or 16-bit floats, read in place from the mapped
@@ -33,12 +66,23 @@ final class LinearWeight: @unchecked Sendable {
     let storedBytes: Int
     private let rowMaps: [UnsafeMutablePointer<Int32>]
     private let owners: [AnyObject]
-    /// Memory of interleaved parts (``interleave()``), freed with the matrix.
+    /// Memory of interleaved parts (``interleave()``) taken from the allocator, freed with the
+    /// matrix; or the arena they were cut from, kept alive with it.
     private var interleavedBuffers: [UnsafeMutableRawPointer] = []
+    private var arena: WeightArena?
     /// Bytes of interleaved parts (allocated here; their mapped rows were given back).
     private(set) var interleavedBytes = 0
     /// Whether every part is interleaved (the kernel then beats sgemm at any row count).
     private(set) var isInterleaved = false
+    private func canInterleave(_ p: tsr_weight_part) -> Bool {
+        p.layout == Int32(TSR_LAYOUT_ROWS) && tsr_x8_group_block_bytes(p.type) > 0 && p.rows % 8 == 0 && p.data != nil
+    }
+
+    /// Bytes of each part ``interleave(kSplit:arena:)`` would rewrite.
+    var interleavableSizes: [Int] {
+        (0..<partCount).filter { canInterleave(parts[$0]) }.map { Int(parts[$0].rows * parts[$0].row_bytes) }
+    }
+
     /// The column-panel split every part has (0: none, or the parts differ).
     var kSplit: Int {
         guard partCount > 0 else { return 0 }
@@ -103,26 +147,29 @@ final class LinearWeight: @unchecked Sendable {
     /// out of memory (the parts already rewritten stay so; the rest stay as stored).
     /// `kSplit` > 0: parts whose type allows it are split in two column panels at that input
     /// block of 32 (`tsr_weight_part.k_split`, for the tensor-parallel decode step).
-    func interleave(kSplit: Int = 0) -> Bool {
+    /// Slices of `arena` hold the rewritten parts while it has room (then the allocator).
+    func interleave(kSplit: Int = 0, arena: WeightArena? = nil) -> Bool {
         for i in 0..<partCount {
             var p = parts[i]
-            guard p.layout == Int32(TSR_LAYOUT_ROWS), tsr_x8_group_block_bytes(p.type) > 0, p.rows % 8 == 0, let data = p.data else { continue }
+            guard canInterleave(p), let data = p.data else { continue }
             let bytes = Int(p.rows * p.row_bytes)
-            var raw: UnsafeMutableRawPointer?
-            guard posix_memalign(&raw, 64, max(bytes, 64)) == 0, let raw else { return false }
+            var raw: UnsafeMutableRawPointer? = arena?.take(bytes)
+            let owned = raw == nil
+            if owned { guard posix_memalign(&raw, 64, max(bytes, 64)) == 0 else { return false } }
+            guard let raw else { return false }
             var split = Int64(kSplit)
             if split > 0 && tsr_pack_x8_split(&p, Int64(inputs), split, raw) != TSR_OK { split = 0 }  // a type that cannot split there
             guard split > 0 || tsr_pack_x8(&p, Int64(inputs), raw) == TSR_OK else {
-                free(raw)
+                if owned { free(raw) }
                 continue
             }
+            if owned { interleavedBuffers.append(raw) } else { self.arena = arena }
             p.k_split = split
             (owners[i] as? MappedFile)?.releasePages(of: UnsafeRawBufferPointer(start: data, count: bytes))
             p.data = UnsafeRawPointer(raw)
             p.row_map = nil
             p.layout = Int32(TSR_LAYOUT_X8)
             parts[i] = p
-            interleavedBuffers.append(raw)
             interleavedBytes += bytes
         }
         isInterleaved = partCount > 0 && (0..<partCount).allSatisfy { parts[$0].layout == Int32(TSR_LAYOUT_X8) }

@@ -138,9 +138,10 @@ final class LlamaWeights: @unchecked Sendable {
                 decodeSplit = (heads: Int(headsSplit), units: Int(ffSplit))
             }
             let oSplit = Int(headsSplit) * c.headDimension / 32, downSplit = Int(ffSplit) / 32
+            let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)))
             for w in linears {
                 let split = layers.contains { $0.attentionOutput === w } ? oSplit : layers.contains { $0.down === w } ? downSplit : 0
-                guard w.interleave(kSplit: split) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes)) }
+                guard w.interleave(kSplit: split, arena: arena) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes)) }
             }
         }
 

@@ -320,6 +320,10 @@ tsr_status tsr_decode_step(const tsr_decode_model *m, const float *x, const floa
 /// Bit set of TSR_CPU_* for the running CPU.
 enum { TSR_CPU_AVX2 = 1, TSR_CPU_FMA = 2, TSR_CPU_AVX512F = 4, TSR_CPU_AVX512VNNI = 8, TSR_CPU_F16C = 16, TSR_CPU_AVX512VL = 32, TSR_CPU_AVX512BW = 64 };
 int tsr_cpu_features(void);
+/// Anonymous memory of at least `bytes`, 2 MiB-aligned and asked to be backed by transparent
+/// huge pages (fewer TLB misses while streaming weights); *mapped gets the size to free.
+void *tsr_huge_alloc(int64_t bytes, int64_t *mapped);
+void tsr_huge_free(void *p, int64_t mapped);
 
 #ifdef __cplusplus
 }
