@@ -92,6 +92,7 @@ final class LinearWeight: @unchecked Sendable {
 
     /// A matrix held only as f32.
     init(dense: FloatBuffer, outputs: Int, inputs: Int) {
+        tensorStarts = []
         self.outputs = outputs
         self.inputs = inputs
         self.dense = dense
@@ -103,9 +104,14 @@ final class LinearWeight: @unchecked Sendable {
         owners = []
     }
 
+    /// Whether part i is the first (or only) piece of its tensor, for reports.
+    private let tensorStarts: [Bool]
+
     /// Rows of `pieces` stacked in order; a piece's `rowMap` gives the output row (within the
-    /// piece) of each stored row.
-    init(pieces: [(tensor: StoredTensor, rows: Int, rowMap: [Int32]?)], inputs: Int) {
+    /// piece) of each stored row. `continues[i]`: piece i is cut from the same tensor as piece
+    /// i − 1 (counted once in reports).
+    init(pieces: [(tensor: StoredTensor, rows: Int, rowMap: [Int32]?)], inputs: Int, continues: [Bool] = []) {
+        tensorStarts = pieces.indices.map { !(continues.indices.contains($0) && continues[$0]) }
         self.inputs = inputs
         parts = .allocate(capacity: max(pieces.count, 1))
         var maps: [UnsafeMutablePointer<Int32>] = []
@@ -148,8 +154,10 @@ final class LinearWeight: @unchecked Sendable {
     /// `kSplit` > 0: parts whose type allows it are split in two column panels at that input
     /// block of 32 (`tsr_weight_part.k_split`, for the tensor-parallel decode step).
     /// Slices of `arena` hold the rewritten parts while it has room (then the allocator).
-    func interleave(kSplit: Int = 0, arena: WeightArena? = nil) -> Bool {
-        for i in 0..<partCount {
+    /// `memoryOrder`: the order the parts take slices of the arena (default: stacking order).
+    func interleave(kSplit: Int = 0, arena: WeightArena? = nil, memoryOrder: [Int]? = nil) -> Bool {
+        let order = memoryOrder.flatMap { Set($0) == Set(0..<partCount) && $0.count == partCount ? $0 : nil } ?? Array(0..<partCount)
+        for i in order {
             var p = parts[i]
             guard canInterleave(p), let data = p.data else { continue }
             let bytes = Int(p.rows * p.row_bytes)
@@ -177,7 +185,8 @@ final class LinearWeight: @unchecked Sendable {
     }
 
     /// Types of the stored parts, for reports.
-    var storedTypes: [GGMLType] { (0..<partCount).map { GGMLType(rawValue: UInt32(parts[$0].type)) } }
+    /// One entry per tensor: the parts cut from one tensor (`tensorStarts`) count once.
+    var storedTypes: [GGMLType] { (0..<partCount).filter { tensorStarts[$0] }.map { GGMLType(rawValue: UInt32(parts[$0].type)) } }
 
     /// Bytes this matrix holds in memory of its own (the f32 copy).
     var denseBytes: Int { dense?.byteCount ?? 0 }

@@ -87,10 +87,13 @@ final class LlamaWeights: @unchecked Sendable {
             }
             return map
         }
-        /// Stacks the named `[rows, inputs]` tensors into one matrix.
-        func linear(_ pieces: [(name: String, rows: Int, unpermuteHeads: Int?)], inputs: Int) throws(ModelError) -> LinearWeight {
+        /// Stacks the named `[rows, inputs]` tensors into one matrix; a piece with `slice` takes
+        /// only those rows of its tensor (whole heads of a permuted q/k).
+        func linear(_ pieces: [(name: String, rows: Int, unpermuteHeads: Int?, slice: Range<Int>?)], inputs: Int) throws(ModelError) -> LinearWeight {
             var stored: [(tensor: StoredTensor, rows: Int, rowMap: [Int32]?)] = []
+            var continues: [Bool] = []
             for piece in pieces {
+                continues.append(piece.slice.map { $0.lowerBound > 0 } ?? false)
                 try check(piece.name, [piece.rows, inputs])
                 guard let t = source.stored(piece.name) else {
                     throw ModelError(file: source.path, reason: .format(.unsupportedTensorType(tensor: displayName(piece.name), type: "unknown")))
@@ -102,21 +105,63 @@ final class LlamaWeights: @unchecked Sendable {
                       t.bytes.count == piece.rows * inputs / t.type.blockElements * t.type.blockBytes else {
                     throw ModelError(file: source.path, reason: .format(.unsupportedTensorType(tensor: displayName(piece.name), type: t.type.description)))
                 }
-                let map = piece.unpermuteHeads.flatMap { source.qkRowsPermuted ? unpermuteMap(rows: piece.rows, heads: $0) : nil }
-                stored.append((t, piece.rows, map))
+                guard let slice = piece.slice else {
+                    let map = piece.unpermuteHeads.flatMap { source.qkRowsPermuted ? unpermuteMap(rows: piece.rows, heads: $0) : nil }
+                    stored.append((t, piece.rows, map))
+                    continue
+                }
+                let rowBytes = t.bytes.count / piece.rows
+                let part = StoredTensor(type: t.type, bytes: UnsafeRawBufferPointer(rebasing: t.bytes[(slice.lowerBound * rowBytes)..<(slice.upperBound * rowBytes)]),
+                                        owner: t.owner)
+                let map = piece.unpermuteHeads.flatMap { source.qkRowsPermuted ? unpermuteMap(rows: slice.count, heads: $0 * slice.count / piece.rows) : nil }
+                stored.append((part, slice.count, map))
             }
-            return LinearWeight(pieces: stored, inputs: inputs)
+            return LinearWeight(pieces: stored, inputs: inputs, continues: continues)
+        }
+        func linear(_ pieces: [(name: String, rows: Int, unpermuteHeads: Int?)], inputs: Int) throws(ModelError) -> LinearWeight {
+            try linear(pieces.map { ($0.name, $0.rows, $0.unpermuteHeads, nil) }, inputs: inputs)
         }
 
-        let d = c.hiddenSize, q = c.queryDimension, kv = c.kvDimension, ff = c.intermediateSize
+        // The tensor-parallel decode step's shares (tsr_decode_split), for interleaved weights:
+        // the o and down matrices are split in two column panels there (every path then sums
+        // them alike), and q|k|v is stacked from per-share pieces so that each share's query,
+        // key and value rows can lie in one run of memory.
+        var headsSplit: Int64 = 0, ffSplit: Int64 = 0
+        var shares: (heads: Int, units: Int)?
+        if layout == .interleaved, c.headCount >= 2 {
+            func unit(_ name: String) -> Int64 { source.stored(name).map { $0.type == .q4_K || $0.type == .q5_K } == true ? 256 : 32 }
+            let oUnit = (0..<c.layerCount).map { unit("blk.\($0).attn_output.weight") }.max() ?? 32
+            let downUnit = (0..<c.layerCount).map { unit("blk.\($0).ffn_down.weight") }.max() ?? 32
+            if tsr_decode_split(Int64(c.headCount), Int64(c.kvHeadCount), Int64(c.headDimension), Int64(c.intermediateSize),
+                                oUnit, downUnit, &headsSplit, &ffSplit) == TSR_OK {
+                shares = (heads: Int(headsSplit), units: Int(ffSplit))
+            }
+        }
+        /// q|k|v pieces: whole tensors, or each cut at the shares' boundary (share 0's query heads
+        /// and the kv heads they own).
+        func qkvPieces(_ p: String) -> [(name: String, rows: Int, unpermuteHeads: Int?, slice: Range<Int>?)] {
+            let q = c.queryDimension, kv = c.kvDimension, hd = c.headDimension
+            guard let split = shares else {
+                return [(p + "attn_q.weight", q, c.headCount, nil), (p + "attn_k.weight", kv, c.kvHeadCount, nil), (p + "attn_v.weight", kv, nil, nil)]
+            }
+            let group = c.headCount / c.kvHeadCount, owned = (split.heads + group - 1) / group
+            var pieces: [(name: String, rows: Int, unpermuteHeads: Int?, slice: Range<Int>?)] = []
+            for (name, rows, heads, cut) in [(p + "attn_q.weight", q, c.headCount as Int?, split.heads * hd),
+                                             (p + "attn_k.weight", kv, c.kvHeadCount as Int?, owned * hd),
+                                             (p + "attn_v.weight", kv, nil, owned * hd)] {
+                for r in [0..<cut, cut..<rows] where !r.isEmpty { pieces.append((name, rows, heads, r)) }
+            }
+            return pieces
+        }
+
+        let d = c.hiddenSize, q = c.queryDimension, ff = c.intermediateSize
         tokenEmbedding = try linear([("token_embd.weight", c.vocabularySize, nil)], inputs: d)
         var layers: [Layer] = []
         for i in 0..<c.layerCount {
             let p = "blk.\(i)."
             layers.append(Layer(
                 attentionNorm: try vector(p + "attn_norm.weight", d),
-                qkv: try linear([(p + "attn_q.weight", q, c.headCount), (p + "attn_k.weight", kv, c.kvHeadCount),
-                                 (p + "attn_v.weight", kv, nil)], inputs: d),
+                qkv: try linear(qkvPieces(p), inputs: d),
                 attentionOutput: try linear([(p + "attn_output.weight", d, nil)], inputs: q),
                 ffnNorm: try vector(p + "ffn_norm.weight", d),
                 gateUp: try linear([(p + "ffn_gate.weight", ff, nil), (p + "ffn_up.weight", ff, nil)], inputs: d),
@@ -126,22 +171,17 @@ final class LlamaWeights: @unchecked Sendable {
         outputNorm = try vector("output_norm.weight", d)
         lmHead = c.tiedEmbeddings ? tokenEmbedding : try linear([("output.weight", c.vocabularySize, nil)], inputs: d)
 
+        decodeSplit = shares
         if layout == .interleaved {
-            // The o and down matrices split in two column panels at the tensor-parallel decode
-            // step's shares (tsr_decode_split), which every path then sums alike.
-            var headsSplit: Int64 = 0, ffSplit: Int64 = 0
-            func unit(_ w: LinearWeight) -> Int64 { w.storedTypes.contains { $0 == .q4_K || $0 == .q5_K } ? 256 : 32 }
-            if let first = layers.first, c.headCount >= 2,
-               tsr_decode_split(Int64(c.headCount), Int64(c.kvHeadCount), Int64(c.headDimension), Int64(ff),
-                                layers.map { unit($0.attentionOutput) }.max() ?? unit(first.attentionOutput),
-                                layers.map { unit($0.down) }.max() ?? unit(first.down), &headsSplit, &ffSplit) == TSR_OK {
-                decodeSplit = (heads: Int(headsSplit), units: Int(ffSplit))
-            }
             let oSplit = Int(headsSplit) * c.headDimension / 32, downSplit = Int(ffSplit) / 32
             let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)))
             for w in linears {
                 let split = layers.contains { $0.attentionOutput === w } ? oSplit : layers.contains { $0.down === w } ? downSplit : 0
-                guard w.interleave(kSplit: split, arena: arena) else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes)) }
+                // q|k|v cut per share (q0 q1 k0 k1 v0 v1) is laid out share by share: q0 k0 v0 q1 k1 v1.
+                let order = w.partCount == 6 && layers.contains(where: { $0.qkv === w }) ? [0, 2, 4, 1, 3, 5] : nil
+                guard w.interleave(kSplit: split, arena: arena, memoryOrder: order) else {
+                    throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
+                }
             }
         }
 
