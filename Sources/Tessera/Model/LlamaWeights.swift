@@ -154,6 +154,14 @@ final class LlamaWeights: @unchecked Sendable {
             return pieces
         }
 
+        /// gate|up pieces: whole tensors, or each cut at the shares' boundary of hidden units.
+        func gateUpPieces(_ p: String) -> [(name: String, rows: Int, unpermuteHeads: Int?, slice: Range<Int>?)] {
+            let ff = c.intermediateSize
+            guard let split = shares else { return [(p + "ffn_gate.weight", ff, nil, nil), (p + "ffn_up.weight", ff, nil, nil)] }
+            return [p + "ffn_gate.weight", p + "ffn_up.weight"].flatMap { name in
+                [0..<split.units, split.units..<ff].map { (name, ff, nil as Int?, $0 as Range<Int>?) }
+            }
+        }
         let d = c.hiddenSize, q = c.queryDimension, ff = c.intermediateSize
         tokenEmbedding = try linear([("token_embd.weight", c.vocabularySize, nil)], inputs: d)
         var layers: [Layer] = []
@@ -164,7 +172,7 @@ final class LlamaWeights: @unchecked Sendable {
                 qkv: try linear(qkvPieces(p), inputs: d),
                 attentionOutput: try linear([(p + "attn_output.weight", d, nil)], inputs: q),
                 ffnNorm: try vector(p + "ffn_norm.weight", d),
-                gateUp: try linear([(p + "ffn_gate.weight", ff, nil), (p + "ffn_up.weight", ff, nil)], inputs: d),
+                gateUp: try linear(gateUpPieces(p), inputs: d),
                 down: try linear([(p + "ffn_down.weight", d, nil)], inputs: ff)))
         }
         self.layers = layers
@@ -177,8 +185,10 @@ final class LlamaWeights: @unchecked Sendable {
             let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)))
             for w in linears {
                 let split = layers.contains { $0.attentionOutput === w } ? oSplit : layers.contains { $0.down === w } ? downSplit : 0
-                // q|k|v cut per share (q0 q1 k0 k1 v0 v1) is laid out share by share: q0 k0 v0 q1 k1 v1.
-                let order = w.partCount == 6 && layers.contains(where: { $0.qkv === w }) ? [0, 2, 4, 1, 3, 5] : nil
+                // q|k|v and gate|up cut per share (q0 q1 k0 k1 v0 v1, g0 g1 u0 u1) are laid out share
+                // by share: q0 k0 v0 q1 k1 v1, g0 u0 g1 u1.
+                let order = w.partCount == 6 && layers.contains(where: { $0.qkv === w }) ? [0, 2, 4, 1, 3, 5]
+                    : w.partCount == 4 && layers.contains(where: { $0.gateUp === w }) ? [0, 2, 1, 3] : nil
                 guard w.interleave(kSplit: split, arena: arena, memoryOrder: order) else {
                     throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
                 }
