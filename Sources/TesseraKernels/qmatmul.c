@@ -65,10 +65,13 @@ static inline int64_t stored_qh_offset(int t) { return x8_has_min(t) ? 4 : 2; }
 static inline int64_t stored_quants_offset(int t) { return stored_qh_offset(t) + (x8_is_five(t) ? 4 : 0); }
 static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; }
 
+// Blocks of 32 per stored block of an interleaved type: 8 for the K-quants' super-blocks.
+static inline int64_t x8_unit(int t) { return t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1; }
+
 // Offset of block b (of 32; Q4_K / Q5_K: its super-block) of row group `grp` in an interleaved
 // part of `rows` rows and nb blocks a row, split in column panels at block ks (0: one panel).
 static inline int64_t x8_block_offset(int t, int64_t rows, int64_t nb, int64_t ks, int64_t grp, int64_t b) {
-    const int64_t unit = t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1, gb = x8_block_bytes(t);
+    const int64_t unit = x8_unit(t), gb = x8_block_bytes(t);
     const int64_t nu = nb / unit, ku = ks / unit, u = b / unit;
     if (ku == 0) return (grp * nu + u) * gb;
     if (u < ku) return (grp * ku + u) * gb;
@@ -115,8 +118,7 @@ static void pack_task(void *ctx, int thread, int threads) {
 
 // Whether k_split is a valid panel split of an interleaved part of type t and `inputs` columns.
 static int x8_split_ok(int t, int64_t inputs, int64_t ks) {
-    const int64_t unit = t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1;
-    return ks == 0 || (ks > 0 && ks < inputs / 32 && ks % unit == 0);
+    return ks == 0 || (ks > 0 && ks < inputs / 32 && ks % x8_unit(t) == 0);
 }
 
 tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) { return tsr_pack_x8_split(src, inputs, 0, dst); }
@@ -325,6 +327,20 @@ static void qmatmul_run(const qmatmul_job *j, int impl, int64_t begin, int64_t e
     }
 }
 
+// Outputs [begin, end) with both activation levels: interleaved parts take the residuals in the
+// same pass over their weights; the stored-layout kernels add them in a second pass.
+static void qmatmul_run_levels(const qmatmul_job *j, int impl, int64_t begin, int64_t end) {
+    qmatmul_run(j, impl, begin, end);
+    if (j->xq_lo != NULL) {
+        qmatmul_job lo = *j;
+        lo.xq = j->xq_lo;
+        lo.xq_lo = NULL;
+        lo.accumulate = 1;
+        lo.lo_pass = 1;
+        qmatmul_run(&lo, impl, begin, end);
+    }
+}
+
 static void qmatmul_task(void *ctx, int thread, int threads) {
     const qmatmul_task_ctx *t = (const qmatmul_task_ctx *)ctx;
     const qmatmul_job *j = t->job;
@@ -333,17 +349,7 @@ static void qmatmul_task(void *ctx, int thread, int threads) {
     const int64_t begin = per * thread;
     const int64_t end = begin + per < j->outputs ? begin + per : j->outputs;
     if (begin >= end) return;
-    qmatmul_run(j, t->impl, begin, end);
-    if (j->xq_lo != NULL) {
-        // Interleaved parts took the residuals in the same pass over their weights; the
-        // stored-layout kernels add them in a second pass (the same rows, still this thread's).
-        qmatmul_job lo = *j;
-        lo.xq = j->xq_lo;
-        lo.xq_lo = NULL;
-        lo.accumulate = 1;
-        lo.lo_pass = 1;
-        qmatmul_run(&lo, t->impl, begin, end);
-    }
+    qmatmul_run_levels(j, t->impl, begin, end);
 }
 
 tsr_status tsr_qmatmul(const tsr_weight_part *parts, int64_t n_parts, int64_t inputs,
@@ -386,15 +392,7 @@ tsr_status tsr_qmatmul_span(const tsr_weight_part *parts, int64_t n_parts, int64
     if (begin >= end) return TSR_OK;
     if (impl <= 0 || !tsr_qmatmul_available(impl)) impl = tsr_qmatmul_best();
     const qmatmul_job job = { parts, n_parts, outputs, inputs, xq, x, inputs, 1, y, 0, 1.0f, accumulate, xq_lo, 0, panel + 1 };
-    qmatmul_run(&job, impl, begin, end);
-    if (xq_lo != NULL) {
-        qmatmul_job lo = job;
-        lo.xq = xq_lo;
-        lo.xq_lo = NULL;
-        lo.accumulate = 1;
-        lo.lo_pass = 1;
-        qmatmul_run(&lo, impl, begin, end);
-    }
+    qmatmul_run_levels(&job, impl, begin, end);
     return TSR_OK;
 }
 

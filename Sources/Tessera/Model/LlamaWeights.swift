@@ -183,16 +183,21 @@ final class LlamaWeights: @unchecked Sendable {
         if layout == .interleaved {
             let oSplit = Int(headsSplit) * c.headDimension / 32, downSplit = Int(ffSplit) / 32
             let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)))
-            for w in linears {
-                let split = layers.contains { $0.attentionOutput === w } ? oSplit : layers.contains { $0.down === w } ? downSplit : 0
-                // q|k|v and gate|up cut per share (q0 q1 k0 k1 v0 v1, g0 g1 u0 u1) are laid out share
-                // by share: q0 k0 v0 q1 k1 v1, g0 u0 g1 u1.
-                let order = w.partCount == 6 && layers.contains(where: { $0.qkv === w }) ? [0, 2, 4, 1, 3, 5]
-                    : w.partCount == 4 && layers.contains(where: { $0.gateUp === w }) ? [0, 2, 1, 3] : nil
+            func pack(_ w: LinearWeight, split: Int = 0, order: [Int]? = nil) throws(ModelError) {
                 guard w.interleave(kSplit: split, arena: arena, memoryOrder: order) else {
                     throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
                 }
             }
+            for l in layers {
+                // q|k|v and gate|up cut per share (q0 q1 k0 k1 v0 v1, g0 g1 u0 u1) are laid out
+                // share by share: q0 k0 v0 q1 k1 v1, g0 u0 g1 u1.
+                try pack(l.qkv, order: l.qkv.partCount == 6 ? [0, 2, 4, 1, 3, 5] : nil)
+                try pack(l.attentionOutput, split: oSplit)
+                try pack(l.gateUp, order: l.gateUp.partCount == 4 ? [0, 2, 1, 3] : nil)
+                try pack(l.down, split: downSplit)
+            }
+            try pack(tokenEmbedding)
+            if lmHead !== tokenEmbedding { try pack(lmHead) }
         }
 
         // f32 copies within the budget, layer matrices first (the LM head serves only the rows
