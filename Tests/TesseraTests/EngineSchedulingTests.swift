@@ -72,7 +72,10 @@ final class EngineSchedulingTests: XCTestCase {
         config.maxSequences = 1
         config.maxQueuedPerTenant = 2
         let engine = try Engine(model: model, tokenizer: nil, configuration: config)
-        let streams = (0..<6).map { _ in engine.submit(request("flood", Array(1...20), max: 20)) }
+        // Each flood request decodes 100 tokens (the tiny model's context is 128), so none can
+        // finish and free a slot while the six are submitted back to back (20 could, on a fast
+        // host with the submitting thread descheduled).
+        let streams = (0..<6).map { _ in engine.submit(request("flood", Array(1...20), max: 100)) }
         let other = engine.submit(request("calm", [1, 2, 3], max: 4))
         var rejected = 0
         for s in streams {
