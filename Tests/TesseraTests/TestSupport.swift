@@ -21,11 +21,27 @@ enum Fixtures {
     /// The default model, fetched if missing (the test command pulls it first).
     static func defaultModelPath() throws -> String { try DefaultModel.ensure().path }
 
-    /// A fresh temporary directory, removed at process exit by the OS's tmp cleaning.
+    /// A fresh temporary directory inside this test process's own root, which is removed when
+    /// the test bundle finishes (a run leaves nothing behind in the system's temporary folder).
     static func temporaryDirectory() throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-tests-\(UUID().uuidString)")
+        let dir = TemporaryRoot.shared.url.appendingPathComponent(UUID().uuidString)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
+    }
+}
+
+/// The test process's temporary root, created on first use and removed at the end of the bundle.
+final class TemporaryRoot: NSObject, XCTestObservation, @unchecked Sendable {  // only immutable state
+    static let shared: TemporaryRoot = {
+        let root = TemporaryRoot()
+        XCTestObservationCenter.shared.addTestObserver(root)
+        return root
+    }()
+
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("tessera-tests-\(UUID().uuidString)")
+
+    func testBundleDidFinish(_ testBundle: Bundle) {
+        try? FileManager.default.removeItem(at: url)
     }
 }
 
