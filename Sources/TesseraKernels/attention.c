@@ -104,6 +104,9 @@ static inline void prefetch_l2(const void *p, int64_t bytes) {
     for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 2);
 }
 
+// Head sizes up to this take the vector scores for a block's last < 16 slots too.
+enum { TAIL_MAX_HD = 256 };
+
 // One unit: positions [t0, t1) of one row, every head: each head's max score m over the chunk,
 // Σ e^(s − m) and Σ e^(s − m)·v, written to partials + h·part_stride as (m, l, o[head_dim]).
 // The chunk's blocks are read in address order, every kv head of a block at once (a block's
@@ -144,6 +147,23 @@ static void NAME(const tsr_attention_item *it, int64_t n_kv_heads, int64_t group
                     case 3: SCORES(q, kt + i, bs, hd, 3, scale, sg + i, ss); break; \
                     default: SCORES(q, kt + i, bs, hd, 4, scale, sg + i, ss); break; \
                     } \
+                } \
+                if (i < n && hd % 4 == 0 && hd <= TAIL_MAX_HD) { \
+                    /* The last < 16 slots through the same vector sums: their keys copied into \
+                       16 zero-padded lanes (no read past the written slots), scores copied out. */ \
+                    T tk[TAIL_MAX_HD * 16]; \
+                    float ts[4 * 16]; \
+                    const int64_t r = n - i; \
+                    for (int64_t d = 0; d < hd; d++) \
+                        for (int64_t j = 0; j < 16; j++) tk[d * 16 + j] = j < r ? kt[d * bs + i + j] : (T)0; \
+                    switch (gn) { \
+                    case 1: SCORES(q, tk, 16, hd, 1, scale, ts, 16); break; \
+                    case 2: SCORES(q, tk, 16, hd, 2, scale, ts, 16); break; \
+                    case 3: SCORES(q, tk, 16, hd, 3, scale, ts, 16); break; \
+                    default: SCORES(q, tk, 16, hd, 4, scale, ts, 16); break; \
+                    } \
+                    for (int64_t g = 0; g < gn; g++) memcpy(sg + g * ss + i, ts + g * 16, (size_t)r * sizeof(float)); \
+                    i = n; \
                 } \
                 for (int64_t r = i; r < n; r++) \
                     for (int64_t g = 0; g < gn; g++) { \
