@@ -68,17 +68,20 @@ static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; 
 // Blocks of 32 per stored block of an interleaved type: 8 for the K-quants' super-blocks.
 static inline int64_t x8_unit(int t) { return t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1; }
 
-// Offset of block b (of 32; Q4_K / Q5_K: its super-block) of row group `grp` in an interleaved
-// part of `rows` rows and nb blocks a row, split in column panels at block ks (0: one panel).
-static inline int64_t x8_block_offset(int t, int64_t rows, int64_t nb, int64_t ks, int64_t grp, int64_t b) {
+// Address of block b (of 32; Q4_K / Q5_K: its super-block) of row group `grp` in interleaved
+// part p of type t and nb blocks a row, split in column panels at block p->k_split (0: one
+// panel); panel 1 at p->panel1, or right after panel 0.
+static inline const uint8_t *x8_block_at(const tsr_weight_part *p, int t, int64_t nb, int64_t grp, int64_t b) {
     const int64_t unit = x8_unit(t), gb = x8_block_bytes(t);
-    const int64_t nu = nb / unit, ku = ks / unit, u = b / unit;
-    if (ku == 0) return (grp * nu + u) * gb;
-    if (u < ku) return (grp * ku + u) * gb;
-    return (rows / 8 * ku + grp * (nu - ku) + (u - ku)) * gb;
+    const int64_t nu = nb / unit, ku = p->k_split / unit, u = b / unit;
+    const uint8_t *d = (const uint8_t *)p->data;
+    if (ku == 0) return d + (grp * nu + u) * gb;
+    if (u < ku) return d + (grp * ku + u) * gb;
+    const uint8_t *d1 = p->panel1 ? (const uint8_t *)p->panel1 : d + p->rows / 8 * ku * gb;
+    return d1 + (grp * (nu - ku) + (u - ku)) * gb;
 }
 
-typedef struct { const tsr_weight_part *src; int64_t inputs; uint8_t *dst; int64_t ks; } pack_job;
+typedef struct { const tsr_weight_part *src; int64_t inputs; tsr_weight_part out; } pack_job;
 
 static void pack_task(void *ctx, int thread, int threads) {
     const pack_job *j = (const pack_job *)ctx;
@@ -96,7 +99,7 @@ static void pack_task(void *ctx, int thread, int threads) {
             const int five = t == TSR_GGML_Q5_K;
             for (int64_t sb = 0; sb < nb / 8; sb++) {
                 const uint8_t *src = row + sb * bb, *qs = src + (five ? 48 : 16);
-                uint8_t *db = j->dst + x8_block_offset(t, p->rows, nb, j->ks, out / 8, sb * 8);
+                uint8_t *db = (uint8_t *)x8_block_at(&j->out, t, nb, out / 8, sb * 8);
                 memcpy(db + 2 * lane, src, 2);
                 memcpy(db + 16 + 2 * lane, src + 2, 2);
                 memcpy(db + X8K_SCALES + 12 * lane, src + 4, 12);
@@ -107,7 +110,7 @@ static void pack_task(void *ctx, int thread, int threads) {
         }
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *sb = row + b * bb;
-            uint8_t *db = j->dst + x8_block_offset(t, p->rows, nb, j->ks, out / 8, b);
+            uint8_t *db = (uint8_t *)x8_block_at(&j->out, t, nb, out / 8, b);
             memcpy(db + 2 * lane, sb, 2);
             if (x8_has_min(t)) memcpy(db + 16 + 2 * lane, sb + 2, 2);
             if (x8_is_five(t)) memcpy(db + x8_qh_offset(t) + 4 * lane, sb + stored_qh_offset(t), 4);
@@ -124,12 +127,32 @@ static int x8_split_ok(int t, int64_t inputs, int64_t ks) {
 tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst) { return tsr_pack_x8_split(src, inputs, 0, dst); }
 
 tsr_status tsr_pack_x8_split(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst) {
+    return tsr_pack_x8_panels(src, inputs, k_split, dst, NULL);
+}
+
+static tsr_status x8_pack_check(const tsr_weight_part *src, int64_t inputs, int64_t k_split) {
     if (src->layout != TSR_LAYOUT_ROWS || tsr_x8_group_block_bytes(src->type) == 0) return TSR_ERR_UNSUPPORTED_TYPE;
     const int64_t be = tsr_type_block_elements(src->type);
     if (inputs % be != 0 || inputs % 32 != 0 || src->rows % 8 != 0 || src->row_bytes != inputs / be * tsr_type_block_bytes(src->type))
         return TSR_ERR_BAD_SIZE;
     if (!x8_split_ok(src->type, inputs, k_split)) return TSR_ERR_BAD_SIZE;
-    pack_job job = { src, inputs, (uint8_t *)dst, k_split };
+    return TSR_OK;
+}
+
+int64_t tsr_x8_panel_bytes(const tsr_weight_part *src, int64_t inputs, int64_t k_split, int panel) {
+    if (k_split <= 0 || (panel != 0 && panel != 1) || x8_pack_check(src, inputs, k_split) != TSR_OK) return 0;
+    const int64_t gb = x8_block_bytes(src->type), unit = x8_unit(src->type), ku = k_split / unit, nu = inputs / 32 / unit;
+    return src->rows / 8 * (panel == 0 ? ku : nu - ku) * gb;
+}
+
+tsr_status tsr_pack_x8_panels(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst0, void *dst1) {
+    const tsr_status status = x8_pack_check(src, inputs, k_split);
+    if (status != TSR_OK) return status;
+    if (!dst0 || (dst1 && k_split == 0)) return TSR_ERR_BAD_SIZE;
+    pack_job job = { src, inputs, *src };
+    job.out.data = dst0;
+    job.out.k_split = k_split;
+    job.out.panel1 = dst1;
     tsr_parallel(pack_task, &job);
     return TSR_OK;
 }
@@ -144,7 +167,7 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
         const int five = t == TSR_GGML_Q5_K;
         const int64_t lane = g % 8;
         for (int64_t sb = b0 / 8; sb < b1 / 8; sb++) {
-            const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(t, p->rows, inputs / 32, p->k_split, g / 8, sb * 8);
+            const uint8_t *db = x8_block_at(p, t, inputs / 32, g / 8, sb * 8);
             uint8_t *qs = stored + (five ? 48 : 16);
             memcpy(stored, db + 2 * lane, 2);
             memcpy(stored + 2, db + 16 + 2 * lane, 2);
@@ -161,7 +184,7 @@ static void x8_dequantize_row(const tsr_weight_part *p, int64_t inputs, int64_t 
     for (int64_t c0 = b0; c0 < b1; c0 += CHUNK) {
         const int64_t c1 = c0 + CHUNK < b1 ? c0 + CHUNK : b1;
         for (int64_t b = c0; b < c1; b++) {
-            const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(t, p->rows, nb, p->k_split, g / 8, b);
+            const uint8_t *db = x8_block_at(p, t, nb, g / 8, b);
             uint8_t *sb = stored + (b - c0) * bb;
             memcpy(sb, db + 2 * lane, 2);
             if (x8_has_min(t)) memcpy(sb + 2, db + 16 + 2 * lane, 2);

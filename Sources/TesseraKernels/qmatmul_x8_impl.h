@@ -392,7 +392,7 @@ QTARGET static void QFN(NAME)(const tsr_weight_part *p, int64_t g0, int64_t g1, 
             const int64_t nr = j->rows - r0 < 4 ? j->rows - r0 : 4; \
             for (int64_t pn = pa; pn < pz; pn++) { \
                 const int64_t b0 = pn ? ks : 0, bn = pn ? nb - ks : ks; \
-                const uint8_t *gp = (const uint8_t *)p->data + x8_block_offset(T, p->rows, nb, p->k_split, grp, b0); \
+                const uint8_t *gp = x8_block_at(p, T, nb, grp, b0); \
                 __m256 o[4]; \
                 const tsr_q8_block *a = j->xq + r0 * nb + b0, *alo = j->xq_lo ? j->xq_lo + r0 * nb + b0 : NULL; \
                 if (alo) { \
@@ -437,7 +437,7 @@ static void QFN(x8k_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, cons
         for (int64_t pn = j->panel_only == 2 ? 1 : 0; pn < (j->panel_only == 1 ? 1 : ks < nb ? 2 : 1); pn++) {
             float acc = 0, accm = 0;
             for (int64_t sb = (pn ? ks : 0) / 8; sb < (pn ? nb : ks) / 8; sb++) {
-                const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(p->type, p->rows, nb, p->k_split, g / 8, sb * 8);
+                const uint8_t *db = x8_block_at(p, p->type, nb, g / 8, sb * 8);
                 const float d = H2F(q_u16(db + 2 * lane)), dmin = H2F(q_u16(db + 16 + 2 * lane));
                 for (int sub = 0; sub < 8; sub++) {
                     uint8_t sc, m;
@@ -476,7 +476,7 @@ static void QFN(x8_span)(const tsr_weight_part *p, int64_t g0, int64_t g1, const
         for (int64_t pn = j->panel_only == 2 ? 1 : 0; pn < (j->panel_only == 1 ? 1 : ks < nb ? 2 : 1); pn++) {
             float acc = 0, accm = 0;
             for (int64_t b = pn ? ks : 0; b < (pn ? nb : ks); b++) {
-                const uint8_t *db = (const uint8_t *)p->data + x8_block_offset(type, p->rows, nb, p->k_split, g / 8, b), *qs = db + qo;
+                const uint8_t *db = x8_block_at(p, type, nb, g / 8, b), *qs = db + qo;
                 const tsr_q8_block *ab = j->xq + r * nb + b, *al = j->xq_lo ? j->xq_lo + r * nb + b : NULL;
                 const float d = H2F(q_u16(db + 2 * lane));
                 int32_t sum = 0, sum_lo = 0;

@@ -147,7 +147,7 @@ final class QuantizedMatmulTests: XCTestCase {
             let rowBytes = c.inputs / Int(tsr_type_block_elements(t)) * Int(tsr_type_block_bytes(t))
             parts.append(tsr_weight_part(type: t, data: blocks[p], rows: Int64(c.rowsPerPart[p]), row_bytes: Int64(rowBytes),
                                          row_map: c.mapped ? UnsafePointer(rowMaps[p]) : nil, out_offset: Int64(first),
-                                         layout: Int32(TSR_LAYOUT_ROWS), k_split: 0))
+                                         layout: Int32(TSR_LAYOUT_ROWS), k_split: 0, panel1: nil))
             first += c.rowsPerPart[p]
         }
         var packed: [UnsafeMutableRawPointer] = []
@@ -279,7 +279,7 @@ final class QuantizedMatmulTests: XCTestCase {
         defer { interleaved.deallocate() }
         w.withUnsafeBytes { raw in
             var part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: raw.baseAddress!, rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20),
-                                       row_map: nil, out_offset: 0, layout: Int32(TSR_LAYOUT_ROWS), k_split: 0)
+                                       row_map: nil, out_offset: 0, layout: Int32(TSR_LAYOUT_ROWS), k_split: 0, panel1: nil)
             XCTAssertEqual(tsr_pack_x8(&part, Int64(inputs), interleaved), TSR_OK)
         }
         func run(rows n: Int, from r0: Int, threads: Int32, layout: Int32) -> [Float] {
@@ -289,7 +289,7 @@ final class QuantizedMatmulTests: XCTestCase {
             var y = [Float](repeating: 0, count: n * outputs)
             w.withUnsafeBytes { raw in
                 var part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: layout == Int32(TSR_LAYOUT_X8) ? UnsafeRawPointer(interleaved) : raw.baseAddress!,
-                                           rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20), row_map: nil, out_offset: 0, layout: layout, k_split: 0)
+                                           rows: Int64(outputs), row_bytes: Int64(inputs / 32 * 20), row_map: nil, out_offset: 0, layout: layout, k_split: 0, panel1: nil)
                 xq.withUnsafeBufferPointer { q in
                     x.withUnsafeBufferPointer { xp in
                         _ = tsr_qmatmul(&part, 1, Int64(inputs), q.baseAddress! + r0 * inputs / 32, xp.baseAddress! + r0 * inputs, Int64(inputs),
@@ -310,27 +310,27 @@ final class QuantizedMatmulTests: XCTestCase {
 
     func testBadPartsAreRefused() {
         let rows = Int32(TSR_LAYOUT_ROWS), x8 = Int32(TSR_LAYOUT_X8)
-        var part = tsr_weight_part(type: 77, data: nil, rows: 1, row_bytes: 0, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        var part = tsr_weight_part(type: 77, data: nil, rows: 1, row_bytes: 0, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         var y: [Float] = [Float](repeating: 0, count: 16)
         let x: [Float] = .init(repeating: 0, count: 32)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE)
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 1, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 1, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "32 inputs is not a Q4_K row")
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 1, row_bytes: 36, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 1, row_bytes: 36, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 1, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "row bytes")
         // Interleaved parts: only Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K, whole groups of 8, no row map, known layouts.
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: x8, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: x8, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 256, nil, x, 32, 1, &y, 8, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE)
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 12, row_bytes: 34, row_map: nil, out_offset: 0, layout: x8, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 12, row_bytes: 34, row_map: nil, out_offset: 0, layout: x8, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 12, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_BAD_SIZE, "12 rows is not whole groups")
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 8, row_bytes: 34, row_map: nil, out_offset: 0, layout: 5, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q8_0), data: nil, rows: 8, row_bytes: 34, row_map: nil, out_offset: 0, layout: 5, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_qmatmul(&part, 1, 32, nil, x, 32, 1, &y, 8, 1, 0, Int32(TSR_QIMPL_BEST)), TSR_ERR_UNSUPPORTED_TYPE, "unknown layout")
         // Packing refuses what it cannot lay out.
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: nil, rows: 12, row_bytes: 20, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_1), data: nil, rows: 12, row_bytes: 20, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_pack_x8(&part, 32, nil), TSR_ERR_BAD_SIZE)
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q6_K), data: nil, rows: 8, row_bytes: 210, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_pack_x8(&part, 256, nil), TSR_ERR_UNSUPPORTED_TYPE)
-        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 8, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows, k_split: 0)
+        part = tsr_weight_part(type: Int32(TSR_GGML_Q4_K), data: nil, rows: 8, row_bytes: 144, row_map: nil, out_offset: 0, layout: rows, k_split: 0, panel1: nil)
         XCTAssertEqual(tsr_pack_x8(&part, 288, nil), TSR_ERR_BAD_SIZE, "288 inputs is not whole Q4_K blocks")
     }
 

@@ -102,4 +102,40 @@ final class TensorParallelDecodeTests: XCTestCase {
         XCTAssertNotEqual(tsr_decode_split(1, 1, 64, 1536, 32, 32, &heads, &units), TSR_OK)
         XCTAssertNotEqual(tsr_decode_split(2, 2, 16, 1536, 32, 32, &heads, &units), TSR_OK)
     }
+
+    func testEachSharesWeightsAreOneRunOfMemory() throws {
+        // Every layer's q_s k_s v_s, o panel s, g_s u_s and down panel s, share 0's layers then
+        // share 1's, each slice starting where the previous ended (rounded up to 64 bytes).
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (shape, type) in [(Self.shared, GGMLType.q4_1), (Self.kQuant, .q4_K)] {
+            let path = dir.appendingPathComponent("\(type).gguf").path
+            _ = try SyntheticModel.write(path: path, shape: shape, type: type, seed: 5)
+            let model = try LlamaModel.load(path: path)
+            let layers = model.weights.layers
+            func bytes(_ p: tsr_weight_part) -> Int { Int(p.rows * p.row_bytes) }
+            func panels(_ w: LinearWeight) throws -> [(UnsafeRawPointer, Int)] {
+                let p = w.parts[0]
+                XCTAssertEqual(w.partCount, 1)
+                XCTAssertGreaterThan(p.k_split, 0, "\(type)")
+                let first = bytes(p) / (w.inputs / 32) * Int(p.k_split)
+                return [(try XCTUnwrap(p.data), first), (try XCTUnwrap(p.panel1, "panel 1 placed apart: \(type)"), bytes(p) - first)]
+            }
+            var run: [(UnsafeRawPointer, Int)] = []
+            for share in 0..<2 {
+                for l in layers {
+                    XCTAssertEqual(l.qkv.partCount, 6)
+                    XCTAssertEqual(l.gateUp.partCount, 4)
+                    for i in [share, 2 + share, 4 + share] { run.append((try XCTUnwrap(l.qkv.parts[i].data), bytes(l.qkv.parts[i]))) }
+                    run.append(try panels(l.attentionOutput)[share])
+                    for i in [share, 2 + share] { run.append((try XCTUnwrap(l.gateUp.parts[i].data), bytes(l.gateUp.parts[i]))) }
+                    run.append(try panels(l.down)[share])
+                }
+            }
+            for i in 1..<run.count {
+                let end = (Int(bitPattern: run[i - 1].0) + run[i - 1].1 + 63) / 64 * 64
+                XCTAssertEqual(Int(bitPattern: run[i].0), end, "\(type): slice \(i) of \(run.count)")
+            }
+        }
+    }
 }

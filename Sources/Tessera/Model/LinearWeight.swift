@@ -45,6 +45,13 @@ final class WeightArena: @unchecked Sendable {
     static func bytes(for sizes: [Int]) -> Int { sizes.reduce(0) { $0 + ($1 + 63) / 64 * 64 } }
 }
 
+/// Where an interleaved part goes, taken from a ``WeightArena`` by the caller: the whole part at
+/// `start`, or, split in column panels, panel 0 at `start` and panel 1 at `panel1`.
+struct WeightPlacement {
+    let start: UnsafeMutableRawPointer
+    let panel1: UnsafeMutableRawPointer?
+}
+
 /// One linear layer's weight matrix, `outputs × inputs`, as the matmuls read it.
 ///
 /// Rows stay in their stored type (GGUF blocks or 16-bit floats, read in place from the mapped
@@ -81,6 +88,15 @@ final class LinearWeight: @unchecked Sendable {
     /// Bytes of each part ``interleave(kSplit:arena:)`` would rewrite.
     var interleavableSizes: [Int] {
         (0..<partCount).filter { canInterleave(parts[$0]) }.map { Int(parts[$0].rows * parts[$0].row_bytes) }
+    }
+
+    /// Bytes of part i once interleaved: whole, or its two column panels split at `kSplit`
+    /// (nil when it would not be interleaved; one size when it cannot split there).
+    func interleavedSizes(part i: Int, kSplit: Int = 0) -> [Int]? {
+        var p = parts[i]
+        guard canInterleave(p) else { return nil }
+        let panels = [0, 1].map { Int(tsr_x8_panel_bytes(&p, Int64(inputs), Int64(kSplit), Int32($0))) }
+        return kSplit > 0 && panels.allSatisfy({ $0 > 0 }) ? panels : [Int(p.rows * p.row_bytes)]
     }
 
     /// The column-panel split every part has (0: none, or the parts differ).
@@ -127,7 +143,7 @@ final class LinearWeight: @unchecked Sendable {
             let t = piece.tensor.type
             parts[i] = tsr_weight_part(type: Int32(t.rawValue), data: piece.tensor.bytes.baseAddress, rows: Int64(piece.rows),
                                        row_bytes: Int64(inputs / t.blockElements * t.blockBytes), row_map: mapPointer,
-                                       out_offset: Int64(offset), layout: Int32(TSR_LAYOUT_ROWS), k_split: 0)
+                                       out_offset: Int64(offset), layout: Int32(TSR_LAYOUT_ROWS), k_split: 0, panel1: nil)
             offset += piece.rows
             bytes += piece.tensor.bytes.count
             q8 = q8 || tsr_type_is_quantized(Int32(t.rawValue)) != 0
@@ -155,18 +171,26 @@ final class LinearWeight: @unchecked Sendable {
     /// block of 32 (`tsr_weight_part.k_split`, for the tensor-parallel decode step).
     /// Slices of `arena` hold the rewritten parts while it has room (then the allocator).
     /// `memoryOrder`: the order the parts take slices of the arena (default: stacking order).
-    func interleave(kSplit: Int = 0, arena: WeightArena? = nil, memoryOrder: [Int]? = nil) -> Bool {
+    /// `placed`: parts whose memory the caller already took from `arena` (``WeightPlacement``),
+    /// written there instead.
+    func interleave(kSplit: Int = 0, arena: WeightArena? = nil, memoryOrder: [Int]? = nil, placed: [Int: WeightPlacement] = [:]) -> Bool {
         let order = memoryOrder.flatMap { Set($0) == Set(0..<partCount) && $0.count == partCount ? $0 : nil } ?? Array(0..<partCount)
         for i in order {
             var p = parts[i]
             guard canInterleave(p), let data = p.data else { continue }
             let bytes = Int(p.rows * p.row_bytes)
-            var raw: UnsafeMutableRawPointer? = arena?.take(bytes)
+            let place = placed[i]
+            var raw: UnsafeMutableRawPointer? = place?.start ?? arena?.take(bytes)
             let owned = raw == nil
             if owned { guard posix_memalign(&raw, 64, max(bytes, 64)) == 0 else { return false } }
             guard let raw else { return false }
             var split = Int64(kSplit)
-            if split > 0 && tsr_pack_x8_split(&p, Int64(inputs), split, raw) != TSR_OK { split = 0 }  // a type that cannot split there
+            if let panel1 = place?.panel1 {  // the caller sized both panels with tsr_x8_panel_bytes
+                guard split > 0, tsr_pack_x8_panels(&p, Int64(inputs), split, raw, panel1) == TSR_OK else { continue }
+                p.panel1 = UnsafeRawPointer(panel1)
+            } else if split > 0 && tsr_pack_x8_split(&p, Int64(inputs), split, raw) != TSR_OK {
+                split = 0  // a type that cannot split there
+            }
             guard split > 0 || tsr_pack_x8(&p, Int64(inputs), raw) == TSR_OK else {
                 if owned { free(raw) }
                 continue

@@ -182,15 +182,17 @@ final class LlamaWeights: @unchecked Sendable {
         decodeSplit = shares
         if layout == .interleaved {
             let oSplit = Int(headsSplit) * c.headDimension / 32, downSplit = Int(ffSplit) / 32
-            let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)))
+            // Two slices more per split matrix than whole parts need (each rounded up to 64).
+            let arena = WeightArena(bytes: WeightArena.bytes(for: linears.flatMap(\.interleavableSizes)) + 128 * layers.count)
+            let placed = arena.map { Self.placeShares(layers, arena: $0, oSplit: oSplit, downSplit: downSplit) } ?? [:]
             func pack(_ w: LinearWeight, split: Int = 0, order: [Int]? = nil) throws(ModelError) {
-                guard w.interleave(kSplit: split, arena: arena, memoryOrder: order) else {
+                guard w.interleave(kSplit: split, arena: arena, memoryOrder: order, placed: placed[ObjectIdentifier(w)] ?? [:]) else {
                     throw ModelError(file: source.path, reason: .outOfMemory(bytes: w.storedBytes))
                 }
             }
             for l in layers {
-                // q|k|v and gate|up cut per share (q0 q1 k0 k1 v0 v1, g0 g1 u0 u1) are laid out
-                // share by share: q0 k0 v0 q1 k1 v1, g0 u0 g1 u1.
+                // Without placement: q|k|v and gate|up cut per share (q0 q1 k0 k1 v0 v1,
+                // g0 g1 u0 u1) are laid out share by share: q0 k0 v0 q1 k1 v1, g0 u0 g1 u1.
                 try pack(l.qkv, order: l.qkv.partCount == 6 ? [0, 2, 4, 1, 3, 5] : nil)
                 try pack(l.attentionOutput, split: oSplit)
                 try pack(l.gateUp, order: l.gateUp.partCount == 4 ? [0, 2, 1, 3] : nil)
@@ -210,5 +212,50 @@ final class LlamaWeights: @unchecked Sendable {
             guard w.makeDense() else { throw ModelError(file: source.path, reason: .outOfMemory(bytes: bytes)) }
             budget -= bytes
         }
+    }
+
+    /// Arena slices for the layers' interleaved parts in the order one thread of the
+    /// tensor-parallel decode step reads them: for share 0, every layer's q0 k0 v0, o panel 0,
+    /// g0 u0 and down panel 0, then the same for share 1. Each thread's weights for a token are
+    /// then one run of memory, so the kernels' prefetch past the end of one span starts the next
+    /// instead of fetching the other share's rows. Empty when a layer is not cut per share
+    /// (q|k|v in 6 pieces, gate|up in 4) or a matrix cannot be split in panels there.
+    private static func placeShares(_ layers: [Layer], arena: WeightArena, oSplit: Int, downSplit: Int) -> [ObjectIdentifier: [Int: WeightPlacement]] {
+        guard oSplit > 0, downSplit > 0 else { return [:] }
+        var sizes: [(qkv: [Int], o: [Int], gateUp: [Int], down: [Int])] = []
+        for l in layers {
+            guard l.qkv.partCount == 6, l.gateUp.partCount == 4, l.attentionOutput.partCount == 1, l.down.partCount == 1 else { return [:] }
+            let qkv = (0..<6).compactMap { l.qkv.interleavedSizes(part: $0)?.first }
+            let gu = (0..<4).compactMap { l.gateUp.interleavedSizes(part: $0)?.first }
+            guard qkv.count == 6, gu.count == 4,
+                  let o = l.attentionOutput.interleavedSizes(part: 0, kSplit: oSplit), o.count == 2,
+                  let down = l.down.interleavedSizes(part: 0, kSplit: downSplit), down.count == 2 else { return [:] }
+            sizes.append((qkv, o, gu, down))
+        }
+        var starts: [[Int: [UnsafeMutableRawPointer]]] = Array(repeating: [:], count: layers.count)  // layer: matrix: slices
+        for share in 0..<2 {
+            for (i, s) in sizes.enumerated() {
+                // q_s k_s v_s (pieces share, 2 + share, 4 + share), o panel, g_s u_s, down panel.
+                let wanted = [(0, s.qkv[share]), (0, s.qkv[2 + share]), (0, s.qkv[4 + share]), (1, s.o[share]),
+                              (2, s.gateUp[share]), (2, s.gateUp[2 + share]), (3, s.down[share])]
+                for (matrix, bytes) in wanted {
+                    guard let p = arena.take(bytes) else { return [:] }
+                    starts[i][matrix, default: []].append(p)
+                }
+            }
+        }
+        var placed: [ObjectIdentifier: [Int: WeightPlacement]] = [:]
+        for (i, l) in layers.enumerated() {
+            let q = starts[i][0] ?? [], o = starts[i][1] ?? [], gu = starts[i][2] ?? [], d = starts[i][3] ?? []
+            guard q.count == 6, o.count == 2, gu.count == 4, d.count == 2 else { return [:] }
+            // Slices were taken share 0 then share 1: q0 k0 v0 | q1 k1 v1 and g0 u0 | g1 u1.
+            placed[ObjectIdentifier(l.qkv)] = [0: .init(start: q[0], panel1: nil), 2: .init(start: q[1], panel1: nil), 4: .init(start: q[2], panel1: nil),
+                                               1: .init(start: q[3], panel1: nil), 3: .init(start: q[4], panel1: nil), 5: .init(start: q[5], panel1: nil)]
+            placed[ObjectIdentifier(l.attentionOutput)] = [0: .init(start: o[0], panel1: o[1])]
+            placed[ObjectIdentifier(l.gateUp)] = [0: .init(start: gu[0], panel1: nil), 2: .init(start: gu[1], panel1: nil),
+                                                  1: .init(start: gu[2], panel1: nil), 3: .init(start: gu[3], panel1: nil)]
+            placed[ObjectIdentifier(l.down)] = [0: .init(start: d[0], panel1: d[1])]
+        }
+        return placed
     }
 }

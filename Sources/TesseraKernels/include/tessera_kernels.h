@@ -210,6 +210,9 @@ typedef struct {
     /// then the sum over panel 0 stored (or added), then panel 1's added: two threads can
     /// each stream one panel of a tensor-parallel step and get the same bits (tsr_decode_step).
     int64_t k_split;
+    /// k_split > 0 only: panel 1's blocks, when stored apart from panel 0's (each thread's
+    /// panel next to its other rows, tsr_pack_x8_panels); NULL: right after panel 0 in data.
+    const void *panel1;
 } tsr_weight_part;
 
 /// Bytes of one block of a group of 8 interleaved rows of `ggml_type`; 0 when the type has no
@@ -223,6 +226,13 @@ tsr_status tsr_pack_x8(const tsr_weight_part *src, int64_t inputs, void *dst);
 /// tsr_pack_x8 in two column panels split at input block `k_split` (see tsr_weight_part; 0 is
 /// tsr_pack_x8); the part that reads it sets the same k_split.
 tsr_status tsr_pack_x8_split(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst);
+/// tsr_pack_x8_split with the panels in two places: panel 0 into dst0
+/// (tsr_x8_panel_bytes(..., 0) bytes), panel 1 into dst1; the part that reads it sets
+/// data = dst0, panel1 = dst1.
+tsr_status tsr_pack_x8_panels(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst0, void *dst1);
+/// Bytes of column panel `panel` (0 or 1) of src packed split at k_split; 0 when src cannot be
+/// packed split there.
+int64_t tsr_x8_panel_bytes(const tsr_weight_part *src, int64_t inputs, int64_t k_split, int panel);
 /// Dequantizes stored row `g` of one part into `inputs` floats.
 void tsr_dequantize_part_row(const tsr_weight_part *part, int64_t inputs, int64_t g, float *dst);
 
