@@ -39,7 +39,7 @@ DEFAULT_PROMPT = os.path.join(HERE, "prompt_tokens_512.json")
 DEFAULT_TESSERA = os.path.join(ROOT, ".build", "release", "tessera")
 DEFAULT_PEER_PY = os.path.join(ROOT, ".venv-bench", "bin", "python")
 PEER_SCRIPT = os.path.join(HERE, "peers", "llamacpp_model_bench.py")
-MEMBW = os.path.join(HERE, "membw.sh")
+MEMBW = os.environ.get("TESSERA_MEMBW_SH") or os.path.join(HERE, "membw.sh")  # the override is for tests
 RESULTS = os.path.join(HERE, "RESULTS.md")
 ENGINES = ("tessera", "llama.cpp")
 
@@ -358,7 +358,7 @@ def _get(r, key):
 
 
 def make_table(info: dict, results: dict, models: list[str], threads: list[int], batches: list[int],
-               args, membw: dict | None = None, sizes: dict | None = None) -> str:
+               args, membw: dict | None = None, sizes: dict | None = None, around_bw: dict | None = None) -> str:
     """results[(model, threads, batch)] = {"tessera": obj | "failed", "llama.cpp": obj | "failed"}."""
     sizes = sizes or {}
     runs = f"{args.runs} timed run{'s' if args.runs != 1 else ''} after 1 warm-up"
@@ -434,6 +434,33 @@ def make_table(info: dict, results: dict, models: list[str], threads: list[int],
                              f"{f'{td:.1f}' if td else '—'} | {fmt_pct(td, bound)} | "
                              f"{f'{ld:.1f}' if ld else '—'} | {fmt_pct(ld, bound)} | "
                              f"{f'{kv / 1e6:.1f}' if kv else '—'} | {f'{bound_kv:.1f}' if bound_kv else '—'} | {fmt_pct(td, bound_kv)} |")
+        lines.append("")
+
+    around = [(m, n, around_bw[(m, n)]) for m in models for n in threads if (m, n) in (around_bw or {})]
+    if around:
+        lines += [
+            "**Bound from the bandwidth measured just before and just after Tessera's batch-1 run** "
+            "(--membw-around; the bound uses their mean; 'steady' when they differ by at most 15%)",
+            "",
+            "| model | threads | GB/s before | GB/s after | bound tok/s | tessera tok/s | % | bound incl. KV tok/s | % | steady |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for m, n, a in around:
+            mb, row = (sizes or {}).get(m, {}), results.get((m, n, 1), {})
+            before, after = a.get("before"), a.get("after")
+            if not (before and after and mb.get("per_token_bytes")):
+                lines.append(f"| {model_label(m)} | {n} | {before or '—'} | {after or '—'} | — | — | — | — | — | — |")
+                continue
+            bw = (before + after) / 2
+            td = med(_get(row.get("tessera"), "decode_tokens_per_s"))
+            kv_pos = _get(row.get("tessera"), "kv_bytes_per_position")
+            kv = kv_pos * (args.prompt_len + args.gen_tokens / 2) if kv_pos else None
+            bound = bw * 1e9 / mb["per_token_bytes"]
+            bound_kv = bw * 1e9 / (mb["per_token_bytes"] + kv) if kv else None
+            steady = "yes" if abs(before - after) <= 0.15 * max(before, after) else "no"
+            lines.append(f"| {model_label(m)} | {n} | {before:.1f} | {after:.1f} | {bound:.1f} | "
+                         f"{f'{td:.1f}' if td else '—'} | {fmt_pct(td, bound)} | "
+                         f"{f'{bound_kv:.1f}' if bound_kv else '—'} | {fmt_pct(td, bound_kv)} | {steady} |")
         lines.append("")
 
     notes = []
@@ -533,6 +560,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-peer", action="store_true", help="do not run llama.cpp")
     ap.add_argument("--skip-tessera", action="store_true", help="do not run tessera")
     ap.add_argument("--no-membw", action="store_true", help="do not measure memory bandwidth (no bound columns)")
+    ap.add_argument("--membw-around", action="store_true",
+                    help="also measure the bandwidth right before and right after each Tessera batch-1 run, for a bound "
+                         "that follows a host whose bandwidth changes during the benchmark")
     ap.add_argument("--membw-json", default=None, help="read the bandwidth from this saved `membw.sh --json` object instead of measuring")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per engine invocation")
     ap.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
@@ -581,6 +611,7 @@ def main(argv=None) -> int:
     sizes = {m: model_bytes(m) for m in models}
 
     results: dict[tuple, dict] = {}
+    around_bw: dict[tuple, dict] = {}  # (model, threads): bandwidth before / after Tessera's batch-1 run
     failed = False
     for m in models:
         common = ["--model", m, "--prompt-tokens-file", os.path.abspath(args.prompt_tokens_file),
@@ -590,12 +621,17 @@ def main(argv=None) -> int:
                 per = ["--threads", str(n), "--runs", str(args.runs), "--batch", str(b), "--json"]
                 row = results.setdefault((m, n, b), {})
                 if tessera:
+                    around = args.membw_around and b == 1
+                    before = run_membw([n], timeout=300) if around else None
                     try:
                         row["tessera"] = run_engine([tessera, "bench-model", *common, *per, *shlex.split(args.tessera_args)],
                                                     "tessera", args.timeout)
                     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
                         print(f"error: {e}", file=sys.stderr)
                         row["tessera"], failed = "failed", True
+                    if around:
+                        after = run_membw([n], timeout=300)
+                        around_bw[(m, n)] = {"before": bandwidth_gbps(before, n), "after": bandwidth_gbps(after, n)}
                 if not args.skip_peer:
                     try:
                         row["llama.cpp"] = run_engine([args.peer_python, PEER_SCRIPT, *common, *per], "llama.cpp", args.timeout)
@@ -610,11 +646,11 @@ def main(argv=None) -> int:
                     if "batch" in r and r["batch"] != b:
                         print(f"warning: {eng} reports batch={r['batch']}, asked for {b}", file=sys.stderr)
 
-    table = make_table(info, results, models, threads, batches, args, membw, sizes)
+    table = make_table(info, results, models, threads, batches, args, membw, sizes, around_bw)
     print(table)
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"membw": membw,
+            json.dump({"membw": membw, "membw_around": [{"model": m, "threads": n, **v} for (m, n), v in around_bw.items()],
                        "models": {m: sizes[m] for m in models},
                        "runs": [{"model": m, "threads": n, "batch": b, **row} for (m, n, b), row in results.items()]},
                       f, indent=2)

@@ -63,6 +63,34 @@ class ModelBenchTest(unittest.TestCase):
             self.assertEqual(raw["runs"][3]["tessera"]["threads"], 2)
             self.assertEqual(raw["models"][model]["per_token_bytes"], 5000)
 
+    def test_bandwidth_measured_around_tessera_runs(self):
+        with tempfile.TemporaryDirectory() as d:
+            model = os.path.join(d, "m.gguf")
+            write_gguf(model, [("token_embd.weight", 1024), ("blk.0.ffn_up.weight", 3976)])
+            # A membw stand-in that reads 40 GB/s, then 50, then 40, ...: one call before and one
+            # after each batch-1 run.
+            fake = os.path.join(d, "membw.sh")
+            with open(fake, "w") as f:
+                f.write(f'#!/bin/sh\nc=$(cat {d}/n 2>/dev/null || echo 0); echo $((c + 1)) > {d}/n\n'
+                        f'if [ $((c % 2)) -eq 0 ]; then v=40.0; else v=50.0; fi\n'
+                        'echo "{\\"threads\\": {\\"2\\": $v}, \\"passes\\": 5, \\"buffer_mib\\": 1024}"\n')
+            bw = os.path.join(d, "bw.json")
+            with open(bw, "w") as f:
+                json.dump({"threads": {"2": 20.0}, "buffer_mib": 1024, "passes": 5}, f)
+            out = subprocess.run(
+                [sys.executable, os.path.join(HERE, "model_bench.py"), "--models", model, "--membw-around",
+                 "--tessera", os.path.join(HERE, "fake_tessera.py"), "--skip-peer", "--membw-json", bw,
+                 "--threads", "2", "--batches", "1,4", "--runs", "3", "--json-out", os.path.join(d, "r.json")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True,
+                env=dict(os.environ, TESSERA_MEMBW_SH=fake)).stdout
+            # Mean 45 GB/s over 5000 bytes a token: 9,000,000 tok/s; 40 vs 50 is not steady.
+            self.assertIn("| m | 2 | 40.0 | 50.0 | 9000000.0 | 99.0 | 0% |", out)
+            self.assertIn("| no |", out)
+            with open(os.path.join(d, "n")) as f:
+                self.assertEqual(f.read().strip(), "2", "measured once before and once after the one batch-1 run")
+            with open(os.path.join(d, "r.json")) as f:
+                self.assertEqual(json.load(f)["membw_around"], [{"model": model, "threads": 2, "before": 40.0, "after": 50.0}])
+
     def test_gguf_weight_bytes(self):
         with tempfile.TemporaryDirectory() as d:
             tied = os.path.join(d, "tied.gguf")
