@@ -526,7 +526,7 @@ def record(table: str, argv: list[str]) -> None:
                     "The machines are shared and noisy: compare ratios taken in the same run, not absolute "
                     "figures across entries.\n\n")
         when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        f.write(f"## {when}\n\n```\n{' '.join(shlex.quote(a) for a in argv)}\n```\n\n{table}\n")
+        f.write(f"{'' if new else chr(10)}## {when}\n\n```\n{' '.join(shlex.quote(a) for a in argv)}\n```\n\n{table}\n")
     print(f"appended to {os.path.relpath(RESULTS, ROOT)}", file=sys.stderr)
 
 
