@@ -68,6 +68,13 @@ static inline int64_t quant_bytes(int t) { return t == TSR_GGML_Q8_0 ? 32 : 16; 
 // Blocks of 32 per stored block of an interleaved type: 8 for the K-quants' super-blocks.
 static inline int64_t x8_unit(int t) { return t == TSR_GGML_Q4_K || t == TSR_GGML_Q5_K ? 8 : 1; }
 
+// Bytes of column panel `panel` of an interleaved part of type t, `rows` rows and nb blocks a
+// row, split at block ks (> 0).
+static inline int64_t x8_panel_size(int t, int64_t rows, int64_t nb, int64_t ks, int panel) {
+    const int64_t unit = x8_unit(t), ku = ks / unit;
+    return rows / 8 * (panel == 0 ? ku : nb / unit - ku) * x8_block_bytes(t);
+}
+
 // Address of block b (of 32; Q4_K / Q5_K: its super-block) of row group `grp` in interleaved
 // part p of type t and nb blocks a row, split in column panels at block p->k_split (0: one
 // panel); panel 1 at p->panel1, or right after panel 0.
@@ -77,7 +84,7 @@ static inline const uint8_t *x8_block_at(const tsr_weight_part *p, int t, int64_
     const uint8_t *d = (const uint8_t *)p->data;
     if (ku == 0) return d + (grp * nu + u) * gb;
     if (u < ku) return d + (grp * ku + u) * gb;
-    const uint8_t *d1 = p->panel1 ? (const uint8_t *)p->panel1 : d + p->rows / 8 * ku * gb;
+    const uint8_t *d1 = p->panel1 ? (const uint8_t *)p->panel1 : d + x8_panel_size(t, p->rows, nb, p->k_split, 0);
     return d1 + (grp * (nu - ku) + (u - ku)) * gb;
 }
 
@@ -141,8 +148,7 @@ static tsr_status x8_pack_check(const tsr_weight_part *src, int64_t inputs, int6
 
 int64_t tsr_x8_panel_bytes(const tsr_weight_part *src, int64_t inputs, int64_t k_split, int panel) {
     if (k_split <= 0 || (panel != 0 && panel != 1) || x8_pack_check(src, inputs, k_split) != TSR_OK) return 0;
-    const int64_t gb = x8_block_bytes(src->type), unit = x8_unit(src->type), ku = k_split / unit, nu = inputs / 32 / unit;
-    return src->rows / 8 * (panel == 0 ? ku : nu - ku) * gb;
+    return x8_panel_size(src->type, src->rows, inputs / 32, k_split, panel);
 }
 
 tsr_status tsr_pack_x8_panels(const tsr_weight_part *src, int64_t inputs, int64_t k_split, void *dst0, void *dst1) {

@@ -232,29 +232,30 @@ final class LlamaWeights: @unchecked Sendable {
                   let down = l.down.interleavedSizes(part: 0, kSplit: downSplit), down.count == 2 else { return [:] }
             sizes.append((qkv, o, gu, down))
         }
-        var starts: [[Int: [UnsafeMutableRawPointer]]] = Array(repeating: [:], count: layers.count)  // layer: matrix: slices
+        var placed: [ObjectIdentifier: [Int: WeightPlacement]] = [:]
+        var panel0: [ObjectIdentifier: UnsafeMutableRawPointer] = [:]  // o and down: share 0's panel, until share 1's
         for share in 0..<2 {
-            for (i, s) in sizes.enumerated() {
-                // q_s k_s v_s (pieces share, 2 + share, 4 + share), o panel, g_s u_s, down panel.
-                let wanted = [(0, s.qkv[share]), (0, s.qkv[2 + share]), (0, s.qkv[4 + share]), (1, s.o[share]),
-                              (2, s.gateUp[share]), (2, s.gateUp[2 + share]), (3, s.down[share])]
-                for (matrix, bytes) in wanted {
+            for (l, s) in zip(layers, sizes) {
+                // q_s k_s v_s (pieces share, 2 + share, 4 + share), o panel s, g_s u_s, down panel s;
+                // a nil part is a split matrix's panel.
+                let slices: [(LinearWeight, part: Int?, bytes: Int)] = [
+                    (l.qkv, share, s.qkv[share]), (l.qkv, 2 + share, s.qkv[2 + share]), (l.qkv, 4 + share, s.qkv[4 + share]),
+                    (l.attentionOutput, nil, s.o[share]),
+                    (l.gateUp, share, s.gateUp[share]), (l.gateUp, 2 + share, s.gateUp[2 + share]),
+                    (l.down, nil, s.down[share]),
+                ]
+                for (w, part, bytes) in slices {
                     guard let p = arena.take(bytes) else { return [:] }
-                    starts[i][matrix, default: []].append(p)
+                    let id = ObjectIdentifier(w)
+                    if let part {
+                        placed[id, default: [:]][part] = WeightPlacement(start: p, panel1: nil)
+                    } else if share == 0 {
+                        panel0[id] = p
+                    } else if let start = panel0[id] {
+                        placed[id] = [0: WeightPlacement(start: start, panel1: p)]
+                    }
                 }
             }
-        }
-        var placed: [ObjectIdentifier: [Int: WeightPlacement]] = [:]
-        for (i, l) in layers.enumerated() {
-            let q = starts[i][0] ?? [], o = starts[i][1] ?? [], gu = starts[i][2] ?? [], d = starts[i][3] ?? []
-            guard q.count == 6, o.count == 2, gu.count == 4, d.count == 2 else { return [:] }
-            // Slices were taken share 0 then share 1: q0 k0 v0 | q1 k1 v1 and g0 u0 | g1 u1.
-            placed[ObjectIdentifier(l.qkv)] = [0: .init(start: q[0], panel1: nil), 2: .init(start: q[1], panel1: nil), 4: .init(start: q[2], panel1: nil),
-                                               1: .init(start: q[3], panel1: nil), 3: .init(start: q[4], panel1: nil), 5: .init(start: q[5], panel1: nil)]
-            placed[ObjectIdentifier(l.attentionOutput)] = [0: .init(start: o[0], panel1: o[1])]
-            placed[ObjectIdentifier(l.gateUp)] = [0: .init(start: gu[0], panel1: nil), 2: .init(start: gu[1], panel1: nil),
-                                                  1: .init(start: gu[2], panel1: nil), 3: .init(start: gu[3], panel1: nil)]
-            placed[ObjectIdentifier(l.down)] = [0: .init(start: d[0], panel1: d[1])]
         }
         return placed
     }
