@@ -95,7 +95,7 @@ struct BenchEngineCommand: AsyncParsableCommand {
                 group.addTask {
                     var times: [Double] = []
                     for try await event in engine.submit(request) {
-                        if case .delta(_, let ids, _) = event, !ids.isEmpty {
+                        if case .delta(_, let ids, _, _) = event, !ids.isEmpty {
                             let d = (ContinuousClock.now - start).components
                             times.append(Double(d.seconds) * 1e3 + Double(d.attoseconds) / 1e15)
                         }

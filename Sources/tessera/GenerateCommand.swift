@@ -74,7 +74,7 @@ struct GenerateCommand: AsyncParsableCommand {
             var tokenIds: [Int32] = []
             var text = ""
             for try await event in engine.submit(request) {
-                guard case .delta(let piece, let ids, _) = event else { continue }
+                guard case .delta(let piece, let ids, _, _) = event else { continue }
                 tokenIds += ids
                 text += piece
                 if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }

@@ -73,7 +73,7 @@ struct RunBatchCommand: AsyncParsableCommand {
                         do {
                             for try await event in engine.submit(request) {
                                 switch event {
-                                case .delta(let piece, let t, _): ids += t; output += piece
+                                case .delta(let piece, let t, _, _): ids += t; output += piece
                                 case .finished(let r, _): reason = r.rawValue
                                 }
                             }

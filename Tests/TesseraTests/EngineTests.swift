@@ -17,7 +17,7 @@ final class EngineTests: XCTestCase {
         do {
             for try await event in stream {
                 switch event {
-                case .delta(let text, let ids, let lps):
+                case .delta(let text, let ids, let lps, _):
                     o.tokens += ids
                     o.logprobs += lps ?? []
                     o.text += text
@@ -124,7 +124,7 @@ final class EngineTests: XCTestCase {
                         var o = Outcome()
                         do {
                             for try await e in engine.submit(r) {
-                                if case .delta(_, let ids, _) = e { o.tokens += ids }
+                                if case .delta(_, let ids, _, _) = e { o.tokens += ids }
                                 if case .finished(let reason, _) = e { o.reason = reason }
                                 if let n = cancelAfter, o.tokens.count >= n { break }
                             }

@@ -32,6 +32,8 @@ public struct AdapterError: Error, CustomStringConvertible, Sendable, Equatable 
         case overBudget(needed: Int, budget: Int)
         /// Every resident slot is leased by running sequences.
         case noFreeSlot(maximum: Int)
+        /// The weights file's sha256 differs from the one recorded when it was registered.
+        case changedOnDisk(expected: String, actual: String)
     }
 
     /// The adapter's registered name (or its path when it has none yet).
@@ -64,6 +66,7 @@ public struct AdapterError: Error, CustomStringConvertible, Sendable, Equatable 
         case .unknownAdapter: why = "no adapter registered under this name"
         case .overBudget(let n, let b): why = "needs \(n) bytes but the adapter memory budget is \(b) bytes and every other resident adapter is in use"
         case .noFreeSlot(let m): why = "all \(m) adapter slots are leased by running sequences"
+        case .changedOnDisk(let e, let a): why = "\(file): sha256 is \(a) but \(e) was registered; register the adapter again to serve the new file"
         }
         return "adapter '\(adapter)': \(why)"
     }

@@ -31,8 +31,22 @@ public final class AdapterStore: Sendable {
         }
     }
 
+    /// Where one registered adapter stands.
+    public enum ResidencyState: String, Sendable, Codable {
+        /// Registered, never loaded since (it loads on first use).
+        case registered
+        /// Being loaded for a request.
+        case loading
+        /// In memory.
+        case resident
+        /// Was resident, evicted to make room; loads again on next use.
+        case evicted
+        /// The last load of this version failed (it is tried again on next use).
+        case failed
+    }
+
     /// What the registry knows of one version of an adapter.
-    public struct Registration: Sendable, Equatable {
+    public struct Registration: Sendable, Equatable, Codable {
         public let name: String
         /// 1 for the first registration of a name, then one more per hot swap.
         public let version: Int
@@ -47,6 +61,21 @@ public final class AdapterStore: Sendable {
         public let layers: [Int]
         /// Resident size in bytes (f32 weights).
         public let byteCount: Int
+
+        /// A registration as recorded elsewhere (a database), to restore it without loading.
+        public init(name: String, version: Int, owner: String?, path: String, sha256: String, format: LoRAAdapter.Format,
+                    ranks: [Int], targets: [LoRATarget], layers: [Int], byteCount: Int) {
+            self.name = name
+            self.version = version
+            self.owner = owner
+            self.path = path
+            self.sha256 = sha256
+            self.format = format
+            self.ranks = ranks
+            self.targets = targets
+            self.layers = layers
+            self.byteCount = byteCount
+        }
     }
 
     /// Counters for metrics.
@@ -78,6 +107,8 @@ public final class AdapterStore: Sendable {
         var registry: [String: Registration] = [:]
         var resident: [Key: Resident] = [:]
         var loading: [Key: Task<LoRAAdapter, Error>] = [:]
+        var everResident: Set<Key> = []
+        var failed: Set<Key> = []
         var clock: UInt64 = 0
         var stats = Statistics()
     }
@@ -95,27 +126,65 @@ public final class AdapterStore: Sendable {
     // MARK: Registry
 
     /// Registers `path` under `name` (a new version if the name exists: a hot swap). The adapter
-    /// is loaded and checked completely first, so a bad file never replaces a good version.
+    /// is loaded and checked completely first, so a bad file never replaces a good version, and
+    /// the name moves to the new version only once it is resident (least recently used unleased
+    /// adapters are evicted for it; when every slot is leased it loads on first use instead).
+    /// `version` sets the version number (restoring a registry); by default it is one more
+    /// than the name's current one.
     @discardableResult
-    public func register(name: String, path: String, owner: String? = nil) async throws -> Registration {
+    public func register(name: String, path: String, owner: String? = nil, version: Int? = nil) async throws -> Registration {
         let (adapter, digest) = try await onLoader { [base, configuration] in
             let adapter = try LoRAAdapter.load(path: path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
             return (adapter, try Self.sha256(of: adapter.source))
         }
         return state.withLock { s in
-            let version = (s.registry[name]?.version ?? 0) + 1
+            let version = version ?? ((s.registry[name]?.version ?? 0) + 1)
             let r = Registration(name: name, version: version, owner: owner, path: path, sha256: digest, format: adapter.format,
                                  ranks: adapter.ranks, targets: adapter.targets, layers: adapter.layers, byteCount: adapter.byteCount)
-            s.registry[name] = r
-            Self.dropUnleased(name: name, except: version, in: &s)
-            // Keep the freshly checked weights if they fit without evicting anything.
-            if s.stats.residentBytes + r.byteCount <= configuration.memoryBudgetBytes && s.stats.residentCount < configuration.maxAdapters {
+            let key = Key(name: name, version: version)
+            Self.remove(key, in: &s)
+            if Self.makeRoom(bytes: r.byteCount, configuration: configuration, in: &s) {
                 s.clock += 1
-                s.resident[Key(name: name, version: version)] = Resident(adapter: adapter, bytes: r.byteCount, leases: 0, lastUse: s.clock)
+                s.resident[key] = Resident(adapter: adapter, bytes: r.byteCount, leases: 0, lastUse: s.clock)
                 s.stats.residentBytes += r.byteCount
                 s.stats.residentCount += 1
+                s.everResident.insert(key)
             }
+            s.failed.remove(key)
+            s.registry[name] = r
+            Self.dropUnleased(name: name, except: version, in: &s)
             return r
+        }
+    }
+
+    /// Restores a registration recorded earlier (after a restart) without reading the file:
+    /// it loads, and its sha256 is checked, on first use.
+    public func restore(_ registration: Registration) {
+        state.withLock { s in
+            s.registry[registration.name] = registration
+            Self.dropUnleased(name: registration.name, except: registration.version, in: &s)
+        }
+    }
+
+    /// Where the current version of `name` stands (nil: not registered).
+    public func residency(of name: String) -> ResidencyState? {
+        state.withLock { s in
+            guard let r = s.registry[name] else { return nil }
+            let key = Key(name: name, version: r.version)
+            if s.resident[key] != nil { return .resident }
+            if s.loading[key] != nil { return .loading }
+            if s.failed.contains(key) { return .failed }
+            return s.everResident.contains(key) ? .evicted : .registered
+        }
+    }
+
+    /// Names and ranks of the resident adapters (current versions), for metrics.
+    public var residentAdapters: [(name: String, rank: Int)] {
+        state.withLock { s in
+            s.resident.keys.compactMap { k in
+                guard let r = s.registry[k.name], r.version == k.version else { return nil }
+                return (k.name, r.ranks.max() ?? 0)
+            }.sorted { $0.name < $1.name }
         }
     }
 
@@ -167,13 +236,20 @@ public final class AdapterStore: Sendable {
                     let started = DispatchTime.now().uptimeNanoseconds
                     do {
                         let adapter = try await self.onLoader {
-                            try LoRAAdapter.load(path: r.path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
+                            let adapter = try LoRAAdapter.load(path: r.path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
+                            let digest = try Self.sha256(of: adapter.source)
+                            guard digest == r.sha256 else {
+                                throw AdapterError(adapter: name, file: adapter.source,
+                                                   reason: .changedOnDisk(expected: r.sha256, actual: digest))
+                            }
+                            return adapter
                         }
                         try self.admit(adapter, key: key, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
                         return adapter
                     } catch {
                         self.state.withLock { s in
                             s.loading[key] = nil
+                            s.failed.insert(key)
                             s.stats.loadFailures += 1
                         }
                         throw error
@@ -201,14 +277,12 @@ public final class AdapterStore: Sendable {
             let bytes = adapter.byteCount
             let budget = configuration.memoryBudgetBytes, slots = configuration.maxAdapters
             if bytes > budget { throw AdapterError(adapter: key.name, file: adapter.source, reason: .overBudget(needed: bytes, budget: budget)) }
-            while s.stats.residentBytes + bytes > budget || s.stats.residentCount + 1 > slots {
-                guard let victim = s.resident.filter({ $0.value.leases == 0 }).min(by: { $0.value.lastUse < $1.value.lastUse })?.key else {
-                    if s.stats.residentCount + 1 > slots { throw AdapterError(adapter: key.name, file: adapter.source, reason: .noFreeSlot(maximum: slots)) }
-                    throw AdapterError(adapter: key.name, file: adapter.source, reason: .overBudget(needed: bytes, budget: budget))
-                }
-                Self.remove(victim, in: &s)
-                s.stats.evictions += 1
+            guard Self.makeRoom(bytes: bytes, configuration: configuration, in: &s) else {
+                if s.stats.residentCount + 1 > slots { throw AdapterError(adapter: key.name, file: adapter.source, reason: .noFreeSlot(maximum: slots)) }
+                throw AdapterError(adapter: key.name, file: adapter.source, reason: .overBudget(needed: bytes, budget: budget))
             }
+            s.everResident.insert(key)
+            s.failed.remove(key)
             s.clock += 1
             s.resident[key] = Resident(adapter: adapter, bytes: bytes, leases: 0, lastUse: s.clock)
             s.stats.residentBytes += bytes
@@ -228,6 +302,19 @@ public final class AdapterStore: Sendable {
             // A superseded or unregistered version goes as soon as nobody uses it.
             if res.leases == 0 && s.registry[key.name]?.version != key.version { Self.remove(key, in: &s) }
         }
+    }
+
+    /// Evicts least recently used unleased adapters until `bytes` more fit; false if they cannot.
+    private static func makeRoom(bytes: Int, configuration: Configuration, in s: inout State) -> Bool {
+        guard bytes <= configuration.memoryBudgetBytes else { return false }
+        while s.stats.residentBytes + bytes > configuration.memoryBudgetBytes || s.stats.residentCount + 1 > configuration.maxAdapters {
+            guard let victim = s.resident.filter({ $0.value.leases == 0 }).min(by: { $0.value.lastUse < $1.value.lastUse })?.key else {
+                return false
+            }
+            remove(victim, in: &s)
+            s.stats.evictions += 1
+        }
+        return true
     }
 
     private static func remove(_ key: Key, in s: inout State) {

@@ -27,6 +27,9 @@ public final class Engine: Sendable {
         public var generatedTokens = 0
         /// Service charged to each tenant by the fair scheduler (weighted tokens).
         public var tenantService: [String: Double] = [:]
+        /// Adapters of the running sequences, and of the queued ones (distinct names, sorted).
+        public var runningAdapters: [String] = []
+        public var waitingAdapters: [String] = []
     }
 
     public let model: LlamaModel
@@ -55,7 +58,7 @@ public final class Engine: Sendable {
         self.tokenizer = tokenizer
         self.adapters = adapters
         self.configuration = configuration
-        metrics = EngineMetrics()
+        metrics = EngineMetrics(labelLimit: configuration.metricsLabelLimit)
         let pool = try KVBlockPool(config: model.config, blockSize: configuration.kvBlockSize, memoryBytes: configuration.kvCacheBytes,
                                    precision: model.kvPrecision)
         core = EngineCore(model: model, configuration: configuration, pool: pool, metrics: metrics)

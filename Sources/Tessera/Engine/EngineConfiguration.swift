@@ -20,13 +20,17 @@ public struct EngineConfiguration: Sendable, Codable, Equatable {
     public var deterministic: Bool = false
     /// Keep the KV blocks of finished prompts for reuse by the same tenant and adapter version.
     public var prefixCaching: Bool = true
+    /// Distinct tenant values, and adapter values, a metric's labels take; beyond them a new
+    /// tenant or adapter is counted under `other`, so a scrape stays small.
+    public var metricsLabelLimit: Int = 100
 
     public init() {}
 
     /// Checks the limits; the error names the field.
     public func validate() throws(EngineError) {
         for (name, value) in [("max_batch_tokens", maxBatchTokens), ("max_seqs", maxSequences), ("kv_block_size", kvBlockSize),
-                              ("max_running_per_tenant", maxRunningPerTenant), ("max_queued_per_tenant", maxQueuedPerTenant)] where value < 1 {
+                              ("max_running_per_tenant", maxRunningPerTenant), ("max_queued_per_tenant", maxQueuedPerTenant),
+                              ("metrics_label_limit", metricsLabelLimit)] where value < 1 {
             throw .invalidParameter("\(name) must be at least 1, got \(value)")
         }
         guard kvCacheBytes > 0 else { throw .invalidParameter("kv_cache_bytes must be positive, got \(kvCacheBytes)") }

@@ -158,12 +158,16 @@ final class EngineCore: @unchecked Sendable {
         for (j, seq) in sampled.enumerated() {
             let row = logits.row(j)
             var logprob: Float?
+            var top: [TokenAlternative]?
             if seq.request.logprobs {
-                logprob = Float(Self.logNormalizer(row))  // log-sum-exp, before the sampler edits the row
+                let lse = Self.logNormalizer(row)  // log-sum-exp, before the sampler edits the row
+                logprob = Float(lse)
+                if seq.request.topLogprobs > 0 { top = Self.mostLikely(row, count: seq.request.topLogprobs, logNormalizer: lse) }
             }
+            let rawRow = seq.request.logprobs && seq.sampler.editsLogits ? Array(row) : nil
             let token = seq.sampler.sample(logits: row.baseAddress!, count: vocab)
-            if let lse = logprob { logprob = Float(Double(Self.rawLogit(row, token, seq)) - Double(lse)) }
-            emit(seq, token: token, logprob: logprob)
+            if let lse = logprob { logprob = Float(Double(rawRow?[Int(token)] ?? row[Int(token)]) - Double(lse)) }
+            emit(seq, token: token, logprob: logprob, top: top)
         }
         for (seq, _) in ordered where seq.cache != nil { publishPrefix(seq) }
     }
@@ -198,7 +202,7 @@ final class EngineCore: @unchecked Sendable {
         counters.preemptions += 1
     }
 
-    private func emit(_ seq: EngineSequence, token: Int32, logprob: Float?) {
+    private func emit(_ seq: EngineSequence, token: Int32, logprob: Float?, top: [TokenAlternative]?) {
         let now = ContinuousClock.now
         let tenant = seq.request.tenant, adapter = seq.request.adapter
         if seq.firstTokenAt == nil {
@@ -212,8 +216,9 @@ final class EngineCore: @unchecked Sendable {
         counters.generatedTokens += 1
         metrics.tokens(tenant: tenant, adapter: adapter, prompt: 0, generated: 1)
         let lps = logprob.map { [$0] }
+        let tops = top.map { [$0] }
         if seq.endTokens.contains(token) {
-            seq.continuation.yield(.delta(text: "", tokenIds: [token], logprobs: lps))
+            seq.continuation.yield(.delta(text: "", tokenIds: [token], logprobs: lps, top: tops))
             finish(seq, .stop)
             return
         }
@@ -223,7 +228,7 @@ final class EngineCore: @unchecked Sendable {
             let piece = (try? seq.decoder!.append(token)) ?? ""
             (text, stopped) = seq.stops.feed(piece)
         }
-        seq.continuation.yield(.delta(text: text, tokenIds: [token], logprobs: lps))
+        seq.continuation.yield(.delta(text: text, tokenIds: [token], logprobs: lps, top: tops))
         if stopped { finish(seq, .stop); return }
         if seq.generatedCount >= seq.maxTokens { finish(seq, .length) }
     }
@@ -232,7 +237,7 @@ final class EngineCore: @unchecked Sendable {
         if seq.decoder != nil && !(reason == .stop && seq.stops.stopped) {
             var rest = seq.stops.feed(seq.decoder!.finish()).0
             rest += seq.stops.flush()
-            if !rest.isEmpty { seq.continuation.yield(.delta(text: rest, tokenIds: [], logprobs: nil)) }
+            if !rest.isEmpty { seq.continuation.yield(.delta(text: rest, tokenIds: [], logprobs: nil, top: nil)) }
         }
         release(seq, wasRunning: wasRunning)
         metrics.finished(tenant: seq.request.tenant, adapter: seq.request.adapter, reason: reason)
@@ -311,6 +316,8 @@ final class EngineCore: @unchecked Sendable {
             s.stats.promptTokens = counters.promptTokens
             s.stats.generatedTokens = counters.generatedTokens
             s.stats.tenantService = queues.counters
+            s.stats.runningAdapters = Set(running.compactMap(\.request.adapter)).sorted()
+            s.stats.waitingAdapters = Set(queues.allItems.compactMap(\.request.adapter)).sorted()
             perTenantQueued = s.queuedPerTenant
             return s.stats
         }
@@ -326,11 +333,16 @@ final class EngineCore: @unchecked Sendable {
         return Double(m) + log(sum)
     }
 
-    /// The chosen token's logit before any sampler edit (the repetition penalty edits in place).
-    static func rawLogit(_ row: UnsafeMutableBufferPointer<Float>, _ token: Int32, _ seq: EngineSequence) -> Float {
-        let v = row[Int(token)]
-        let p = seq.request.sampling.repetitionPenalty
-        guard p != 1, seq.tokens.contains(token) else { return v }
-        return v > 0 ? v * p : v / p
+    /// The `count` highest-probability tokens of a raw logits row, most likely first (ties: lower id).
+    static func mostLikely(_ row: UnsafeMutableBufferPointer<Float>, count: Int, logNormalizer: Double) -> [TokenAlternative] {
+        var best: [(id: Int32, logit: Float)] = []
+        best.reserveCapacity(count + 1)
+        for (i, v) in row.enumerated() where best.count < count || v > best[best.count - 1].logit {
+            var j = best.count
+            while j > 0 && best[j - 1].logit < v { j -= 1 }
+            best.insert((Int32(i), v), at: j)
+            if best.count > count { best.removeLast() }
+        }
+        return best.map { TokenAlternative(tokenId: $0.id, logprob: Float(Double($0.logit) - logNormalizer)) }
     }
 }

@@ -1,15 +1,24 @@
 import Metrics
+import Synchronization
 
 /// The engine's metrics through swift-metrics, per tenant and adapter, so a server can export
 /// them (Prometheus) with whatever backend it bootstraps. Names follow the inference-gateway
 /// conventions where one exists.
 struct EngineMetrics: Sendable {
+    private let tenants: LabelLimiter
+    private let adapters: LabelLimiter
+
+    init(labelLimit: Int = 100) {
+        tenants = LabelLimiter(limit: labelLimit)
+        adapters = LabelLimiter(limit: labelLimit)
+    }
+
     private func dims(_ tenant: String, _ adapter: String?) -> [(String, String)] {
-        [("tenant", tenant), ("adapter", adapter ?? "")]
+        [("tenant", tenants.label(tenant)), ("adapter", adapter.map { adapters.label($0) } ?? "")]
     }
 
     func rejected(tenant: String) {
-        Counter(label: "tessera_requests_rejected_total", dimensions: [("tenant", tenant)]).increment()
+        Counter(label: "tessera_requests_rejected_total", dimensions: [("tenant", tenants.label(tenant))]).increment()
     }
 
     func admitted(tenant: String, adapter: String?) {
@@ -34,9 +43,34 @@ struct EngineMetrics: Sendable {
     }
 
     func occupancy(queued: [String: Int], running: [String: Int], kvUtilization: Double) {
-        for (t, n) in queued { Gauge(label: "tessera_queued_requests", dimensions: [("tenant", t)]).record(n) }
-        for (t, n) in running { Gauge(label: "tessera_running_requests", dimensions: [("tenant", t)]).record(n) }
+        for (t, n) in fold(queued) { Gauge(label: "tessera_queued_requests", dimensions: [("tenant", t)]).record(n) }
+        for (t, n) in fold(running) { Gauge(label: "tessera_running_requests", dimensions: [("tenant", t)]).record(n) }
         Gauge(label: "tessera_kv_cache_utilization").record(kvUtilization)
+    }
+
+    private func fold(_ perTenant: [String: Int]) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for (t, n) in perTenant { out[tenants.label(t), default: 0] += n }
+        return out
+    }
+}
+
+/// Caps a label's distinct values: the first `limit` values seen keep their name, later ones
+/// become `other`, so one tenant per request id cannot blow up a scrape.
+final class LabelLimiter: Sendable {
+    static let overflow = "other"
+    private let limit: Int
+    private let seen = Mutex<Set<String>>([])
+
+    init(limit: Int) { self.limit = limit }
+
+    func label(_ value: String) -> String {
+        seen.withLock { s in
+            if s.contains(value) { return value }
+            guard s.count < limit else { return Self.overflow }
+            s.insert(value)
+            return value
+        }
     }
 }
 

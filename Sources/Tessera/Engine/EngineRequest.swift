@@ -23,12 +23,15 @@ public struct EngineRequest: Sendable {
     public var ignoreEOS: Bool
     /// Return the log-probability of each generated token.
     public var logprobs: Bool
+    /// With `logprobs`: also the this many most likely tokens at each position (0-20).
+    public var topLogprobs: Int
     /// Give up (finish with `.deadline`) after this instant.
     public var deadline: ContinuousClock.Instant?
 
     public init(tenant: String, adapter: String? = nil, prompt: EnginePrompt, sampling: SamplingParameters = .greedy,
                 maxTokens: Int = 128, stopStrings: [String] = [], ignoreEOS: Bool = false, logprobs: Bool = false,
-                deadline: ContinuousClock.Instant? = nil) {
+                topLogprobs: Int = 0, deadline: ContinuousClock.Instant? = nil) {
+        self.topLogprobs = topLogprobs
         self.tenant = tenant
         self.adapter = adapter
         self.prompt = prompt
@@ -47,11 +50,18 @@ public struct Usage: Sendable, Equatable, Codable {
     public var completionTokens: Int
 }
 
+/// One of the most likely tokens at a position, with its log-probability.
+public struct TokenAlternative: Sendable, Equatable {
+    public var tokenId: Int32
+    public var logprob: Float
+}
+
 /// What a request's stream yields: text as it is generated, then one finish event.
 public enum EngineEvent: Sendable {
     /// New text (possibly empty while a multi-byte character or a possible stop string is held
-    /// back), the token ids it came from, and their log-probabilities when asked for.
-    case delta(text: String, tokenIds: [Int32], logprobs: [Float]?)
+    /// back), the token ids it came from, their log-probabilities when asked for, and, with
+    /// `topLogprobs`, each token's most likely alternatives (most likely first).
+    case delta(text: String, tokenIds: [Int32], logprobs: [Float]?, top: [[TokenAlternative]]?)
     /// The last event.
     case finished(reason: EngineFinishReason, usage: Usage)
 }

@@ -47,6 +47,9 @@ struct FairQueues<Item> {
         return removed
     }
 
+    /// Every queued item, in no particular order.
+    var allItems: [Item] { queues.values.flatMap { $0 } }
+
     /// Charges `tokens` of service to `tenant`.
     mutating func charge(_ tenant: String, tokens: Int) {
         counters[tenant, default: 0] += Double(tokens) / (weights[tenant] ?? 1)

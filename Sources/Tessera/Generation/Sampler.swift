@@ -39,10 +39,17 @@ public struct Sampler: Sendable {
     private var rng: SeededGenerator
     private var candidates: [(id: Int32, logit: Float)] = []
     private var seen: Set<Int32> = []
+    /// How often each token was generated (for the presence and frequency penalties).
+    private var generatedCounts: [Int32: Int] = [:]
 
     public init(parameters: SamplingParameters) {
         self.parameters = parameters
         rng = SeededGenerator(seed: parameters.seed)
+    }
+
+    /// Whether sampling changes the logits row in place (the penalties do).
+    public var editsLogits: Bool {
+        parameters.repetitionPenalty != 1 || parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0
     }
 
     /// Records tokens for the repetition penalty (the prompt, then each sampled token).
@@ -52,7 +59,17 @@ public struct Sampler: Sendable {
 
     /// Picks the next token from `logits[0..<count]`. The logits buffer may be modified.
     public mutating func sample(logits: UnsafeMutablePointer<Float>, count: Int) -> Int32 {
+        let token = choose(logits: logits, count: count)
+        if parameters.presencePenalty != 0 || parameters.frequencyPenalty != 0 { generatedCounts[token, default: 0] += 1 }
+        return token
+    }
+
+    private mutating func choose(logits: UnsafeMutablePointer<Float>, count: Int) -> Int32 {
         let p = parameters
+        // OpenAI's penalties, over generated tokens only: logit -= count * frequency + presence.
+        for (id, n) in generatedCounts where Int(id) < count {
+            logits[Int(id)] -= Float(n) * p.frequencyPenalty + p.presencePenalty
+        }
         if p.repetitionPenalty != 1 {
             for id in seen where Int(id) < count {
                 let v = logits[Int(id)]

@@ -12,11 +12,19 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
     /// CTRL-style penalty on tokens already in the prompt or output (1 = off): positive logits
     /// are divided by it, negative ones multiplied, as HF's RepetitionPenaltyLogitsProcessor.
     public var repetitionPenalty: Float = 1
+    /// OpenAI's presence penalty: subtracted once from the logit of every token already
+    /// generated (not the prompt's), -2 to 2 (0 = off).
+    public var presencePenalty: Float = 0
+    /// OpenAI's frequency penalty: subtracted from a token's logit once per time it was
+    /// generated, -2 to 2 (0 = off).
+    public var frequencyPenalty: Float = 0
     /// Seed of this request's own random number generator.
     public var seed: UInt64 = 0
 
     public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0,
-                repetitionPenalty: Float = 1, seed: UInt64 = 0) {
+                repetitionPenalty: Float = 1, presencePenalty: Float = 0, frequencyPenalty: Float = 0, seed: UInt64 = 0) {
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
@@ -36,6 +44,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
         guard minP >= 0, minP <= 1 else { throw .invalidParameter(name: "min_p", why: "must be in [0, 1], got \(minP)") }
         guard repetitionPenalty.isFinite, repetitionPenalty > 0 else {
             throw .invalidParameter(name: "repetition_penalty", why: "must be > 0, got \(repetitionPenalty)")
+        }
+        for (name, v) in [("presence_penalty", presencePenalty), ("frequency_penalty", frequencyPenalty)] where !(v >= -2 && v <= 2) {
+            throw .invalidParameter(name: name, why: "must be in [-2, 2], got \(v)")
         }
     }
 }

@@ -1,0 +1,231 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Tessera
+
+/// `POST /v1/completions` and `POST /v1/chat/completions`, plain and streamed.
+extension TesseraServer {
+    /// One choice as it accumulates.
+    struct ChoiceResult {
+        var text = ""
+        var tokenIds: [Int32] = []
+        var logprobs: [Float] = []
+        var top: [[TokenAlternative]] = []
+        var finishReason: String?
+        var completionTokens = 0
+    }
+
+    func handleGeneration(_ request: Request, kind: GenerationRequest.Kind) async throws -> Response {
+        let started = ContinuousClock.now
+        let requestId = "req-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
+        guard enter() else { throw APIError.unavailable("The server is shutting down; retry on another replica.", retryAfterSeconds: 1) }
+        var streaming = false
+        defer { if !streaming { leave() } }
+        var request = request
+        let principal = try await authenticate(request)
+        let body = try await collectJSON(&request)
+        let g = try GenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
+        let adapter = try resolveModel(g.model, for: principal)
+        let prompts = try g.prompts.map(tokenize)
+        let limit = contextLimit
+        let promptField = kind == .chat ? "messages" : "prompt"
+        var engineRequests: [EngineRequest] = []
+        var promptTokenTotal = 0
+        for tokens in prompts {
+            guard !tokens.isEmpty else { throw APIError.badRequest("The prompt is empty.", param: promptField) }
+            if let bad = tokens.first(where: { Int($0) >= engine.model.config.vocabularySize }) {
+                throw APIError.badRequest("Token id \(bad) is outside the vocabulary (0..<\(engine.model.config.vocabularySize)).", param: promptField)
+            }
+            guard tokens.count < limit else {
+                throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, your \(kind == .chat ? "messages resulted in" : "prompt has") \(tokens.count) tokens.",
+                                          param: promptField, code: "context_length_exceeded")
+            }
+            let maxTokens = g.maxTokens ?? (limit - tokens.count)
+            guard tokens.count + maxTokens <= limit else {
+                let field = kind == .chat && body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
+                throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, you requested \(tokens.count + maxTokens) tokens (\(tokens.count) in the \(promptField), \(maxTokens) for the completion).",
+                                          param: field, code: "context_length_exceeded")
+            }
+            promptTokenTotal += tokens.count
+            for i in 0..<g.n {
+                var sampling = g.sampling
+                sampling.seed = g.seed.map { $0 &+ UInt64(i) } ?? UInt64.random(in: 0...UInt64.max)
+                engineRequests.append(EngineRequest(tenant: principal.tenant, adapter: adapter, prompt: .tokens(tokens), sampling: sampling,
+                                                    maxTokens: maxTokens, stopStrings: g.stop, ignoreEOS: g.ignoreEOS, logprobs: g.logprobs,
+                                                    topLogprobs: g.topLogprobs))
+            }
+        }
+        let choices = ChoiceStreams(engine: engine, requests: engineRequests)
+        // Wait for the first event, so a refusal (a full queue, an adapter that cannot load)
+        // still gets its own status instead of a 200 stream that fails.
+        let first = await choices.next()
+        if case .failed(_, let error) = first {
+            choices.cancel()
+            throw apiError(for: error, model: g.model)
+        }
+        choices.pushBack(first)
+        let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + requestId.dropFirst(4)
+        let context = ResponseContext(id: id, created: Int(Date().timeIntervalSince1970), model: g.model, kind: kind, request: g,
+                                      tokenizer: tokenizer, promptTokens: promptTokenTotal)
+        let log = logger
+        let fields: Logger.Metadata = ["request_id": "\(requestId)", "tenant": "\(principal.tenant)", "adapter": "\(adapter ?? "-")",
+                                       "kind": "\(kind == .chat ? "chat" : "completion")", "stream": "\(g.stream)"]
+        if g.stream {
+            streaming = true
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            headers[HTTPField.Name("x-request-id")!] = requestId
+            return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+                defer { leave() }
+                var status = "200"
+                do {
+                    try await streamChoices(choices, context: context, writer: &writer)
+                } catch {
+                    choices.cancel()
+                    status = "disconnected"
+                }
+                var meta = fields
+                meta["status"] = "\(status)"
+                meta["ms"] = "\(Self.milliseconds(since: started))"
+                log.info("request", metadata: meta)
+                try? await writer.finish(nil)
+            })
+        }
+        var results = Array(repeating: ChoiceResult(), count: engineRequests.count)
+        loop: while true {
+            switch await choices.next() {
+            case .end: break loop
+            case .failed(_, let error):
+                choices.cancel()
+                throw apiError(for: error, model: g.model)
+            case .event(let i, let event): Self.accumulate(event, into: &results[i])
+            }
+        }
+        var meta = fields
+        meta["status"] = "200"
+        meta["ms"] = "\(Self.milliseconds(since: started))"
+        log.info("request", metadata: meta)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[HTTPField.Name("x-request-id")!] = requestId
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: context.completeBody(results))))
+    }
+
+    static func milliseconds(since start: ContinuousClock.Instant) -> String {
+        let d = ContinuousClock.now - start
+        return String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    }
+
+    static func accumulate(_ event: EngineEvent, into r: inout ChoiceResult) {
+        switch event {
+        case .delta(let text, let ids, let lps, let top):
+            r.text += text
+            r.tokenIds += ids
+            if let lps { r.logprobs += lps }
+            if let top { r.top += top }
+        case .finished(let reason, let usage):
+            r.finishReason = Self.finishReason(reason)
+            r.completionTokens = usage.completionTokens
+        }
+    }
+
+    static func finishReason(_ r: EngineFinishReason) -> String {
+        switch r {
+        case .stop: "stop"
+        case .length, .deadline, .cancelled: "length"
+        }
+    }
+
+    /// The body as JSON, within the size limit (413 past it).
+    func collectJSON(_ request: inout Request) async throws -> [String: JSONValue] {
+        let limit = configuration.server.maxBodyBytes
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw Self.tooLarge(limit) }
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: limit) } catch let e as HTTPError where e.status == .contentTooLarge {
+            throw Self.tooLarge(limit)
+        }
+        return try JSONValue.parseObject(Data(buffer.readableBytesView))
+    }
+
+    static func tooLarge(_ limit: Int) -> APIError {
+        APIError(status: .contentTooLarge, message: "The request body is larger than the limit of \(limit) bytes.", type: "invalid_request_error",
+                 code: "request_too_large")
+    }
+
+    func tokenize(_ prompt: GenerationRequest.Prompt) throws -> [Int32] {
+        switch prompt {
+        case .tokens(let t): return t
+        case .text(let s): return tokenizer.encode(s)
+        case .chat(let messages):
+            do { return tokenizer.encode(try tokenizer.makeChatTemplate().render(messages, addGenerationPrompt: true)) } catch {
+                throw APIError.badRequest("The messages cannot be rendered with the model's chat template: \(error)", param: "messages")
+            }
+        }
+    }
+
+    /// The engine's refusals as OpenAI errors.
+    func apiError(for error: Error, model: String) -> APIError {
+        if let e = error as? APIError { return e }
+        guard let e = error as? EngineError else { return .internalError("\(error)") }
+        switch e {
+        case .tenantQueueFull(_, let limit):
+            return .unavailable("Too many queued requests for this tenant (limit \(limit)); retry later.", retryAfterSeconds: 1)
+        case .notRunning: return .unavailable("The server is shutting down; retry on another replica.", retryAfterSeconds: 1)
+        case .invalidPrompt(let s): return .badRequest("Invalid prompt: \(s)", param: "prompt")
+        case .invalidParameter(let s): return .badRequest(s, param: nil)
+        case .adapter(let a):
+            switch a.reason {
+            case .unknownAdapter: return .modelNotFound(model)
+            case .noFreeSlot, .overBudget:
+                return .unavailable("Every adapter slot is in use; retry shortly.", retryAfterSeconds: 1)
+            default:
+                logger.error("adapter load failed", metadata: ["adapter": "\(a.adapter)", "error": "\(a)"])
+                return .unavailable("The adapter '\(model)' could not be loaded; an administrator must register it again.", retryAfterSeconds: 5)
+            }
+        case .internalFailure(let s): return .internalError(s)
+        }
+    }
+
+    /// Writes the server-sent events of every choice, then the usage chunk and `[DONE]`.
+    func streamChoices(_ choices: ChoiceStreams, context: ResponseContext, writer: inout any ResponseBodyWriter) async throws {
+        func send(_ object: [String: Any]) async throws {
+            var data = Data("data: ".utf8)
+            data += (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
+            data += Data("\n\n".utf8)
+            try await writer.write(ByteBuffer(data: data))
+        }
+        var completionTokens = 0
+        let count = context.request.n * context.request.prompts.count
+        if context.kind == .chat {
+            for i in 0..<count { try await send(context.chunk(choice: i, role: true, text: "", logprobs: nil, finishReason: nil)) }
+        }
+        loop: while true {
+            switch await choices.next() {
+            case .end: break loop
+            case .failed(_, let error):
+                // Streaming has started: the error goes as an event, which the openai client raises.
+                try await send(apiError(for: error, model: context.model).body)
+                choices.cancel()
+                try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                return
+            case .event(let i, .delta(let text, let ids, let lps, let top)):
+                guard !text.isEmpty || lps != nil else { continue }
+                let logprobs = lps.map { context.logprobsObject(ids: ids, logprobs: $0, top: top ?? []) }
+                try await send(context.chunk(choice: i, role: false, text: text, logprobs: logprobs, finishReason: nil))
+            case .event(let i, .finished(let reason, let usage)):
+                completionTokens += usage.completionTokens
+                try await send(context.chunk(choice: i, role: false, text: nil, logprobs: nil, finishReason: Self.finishReason(reason)))
+            }
+        }
+        if context.request.includeUsage {
+            var usage = context.base(object: context.kind == .chat ? "chat.completion.chunk" : "text_completion")
+            usage["choices"] = [Any]()
+            usage["usage"] = context.usage(completionTokens: completionTokens)
+            try await send(usage)
+        }
+        try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import Prometheus
+import Tessera
+
+/// `/metrics`: the swift-metrics series (the engine's per-tenant and per-adapter counters,
+/// histograms and gauges, bootstrapped into `registry` by `tessera serve`) plus the gauges that
+/// Kubernetes inference gateways route by, in vLLM's names, rendered from in-memory snapshots
+/// (never the database).
+final class ServerMetrics: Sendable {
+    /// The registry swift-metrics writes to, when the process bootstrapped one.
+    let registry: PrometheusCollectorRegistry?
+
+    init(registry: PrometheusCollectorRegistry?) { self.registry = registry }
+
+    func render(engine: Engine.Statistics, configuration: RuntimeConfiguration, resident: [(name: String, rank: Int)]) -> String {
+        var out = registry?.emitToString() ?? ""
+        func gauge(_ name: String, _ help: String, _ value: String, labels: [(String, String)] = []) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
+            let l = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+            out += "\(name)\(l) \(value)\n"
+        }
+        gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.", "\(engine.queued)")
+        gauge("vllm:num_requests_running", "Requests running in the engine.", "\(engine.running)")
+        let usage = engine.kvBlocksTotal > 0 ? Double(engine.kvBlocksTotal - engine.kvBlocksFree) / Double(engine.kvBlocksTotal) : 0
+        gauge("vllm:kv_cache_usage_perc", "KV cache usage, 0 to 1.", "\(usage)")
+        gauge("vllm:lora_requests_info", "Running and waiting LoRA adapters; the value is the time of the snapshot.",
+              String(format: "%.3f", Date().timeIntervalSince1970),
+              labels: [("max_lora", "\(configuration.adapters.maxAdapters)"), ("running_lora_adapters", engine.runningAdapters.joined(separator: ",")),
+                       ("waiting_lora_adapters", engine.waitingAdapters.joined(separator: ","))])
+        gauge("vllm:cache_config_info", "KV cache configuration.", "1",
+              labels: [("block_size", "\(configuration.engine.kvBlockSize)"), ("num_gpu_blocks", "\(engine.kvBlocksTotal)")])
+        out += "# HELP tessera_lora_adapter_loaded Adapters resident in memory (level: where they are held).\n# TYPE tessera_lora_adapter_loaded gauge\n"
+        for a in resident {
+            out += "tessera_lora_adapter_loaded{adapter_name=\"\(Self.escape(a.name))\",level=\"cpu\",rank=\"\(a.rank)\"} 1\n"
+        }
+        return out
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
