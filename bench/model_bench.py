@@ -555,7 +555,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tessera", default=DEFAULT_TESSERA, help="tessera binary (default .build/release/tessera; built if missing)")
     ap.add_argument("--no-build", action="store_true", help="do not run swift build when the default binary is missing")
     ap.add_argument("--tessera-args", default="",
-                    help="extra options for `tessera bench-model`, e.g. \"--kv-cache f16\" (llama.cpp's own cache is f16)")
+                    help="extra options for `tessera bench-model`, e.g. \"--kv-precision f16\" (llama.cpp's own cache is f16)")
     ap.add_argument("--peer-python", default=DEFAULT_PEER_PY, help="python with llama-cpp-python (default .venv-bench/bin/python)")
     ap.add_argument("--skip-peer", action="store_true", help="do not run llama.cpp")
     ap.add_argument("--skip-tessera", action="store_true", help="do not run tessera")

@@ -7,11 +7,14 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Rows (prefill plus decode tokens) per forward pass.")
     var maxBatchTokens = 512
 
-    @Option(help: "Sequences running at once.")
+    @Option(help: "Sequences running at once, over all tenants.")
     var maxSeqs = 64
 
+    @Option(help: "Sequences one tenant may have running at once (default: --max-seqs).")
+    var maxRunningPerTenant: Int?
+
     @Option(help: "KV cache memory in MiB.")
-    var kvCacheMb = 256
+    var kvCacheMemory = 256
 
     @Option(help: "Adapter memory budget in MiB.")
     var adapterMemory = 1024
@@ -26,9 +29,9 @@ struct EngineOptions: ParsableArguments {
         var c = EngineConfiguration()
         c.maxBatchTokens = maxBatchTokens
         c.maxSequences = maxSeqs
-        c.kvCacheBytes = kvCacheMb << 20
+        c.kvCacheBytes = kvCacheMemory << 20
         c.deterministic = deterministic
-        c.maxRunningPerTenant = maxSeqs
+        c.maxRunningPerTenant = maxRunningPerTenant ?? maxSeqs
         return c
     }
 
@@ -38,7 +41,7 @@ struct EngineOptions: ParsableArguments {
     }
 
     func validate() throws {
-        guard maxBatchTokens > 0, maxSeqs > 0, kvCacheMb > 0, adapterMemory > 0, maxAdapters > 0 else {
+        guard maxBatchTokens > 0, maxSeqs > 0, kvCacheMemory > 0, (maxRunningPerTenant ?? 1) > 0, adapterMemory > 0, maxAdapters > 0 else {
             throw ValidationError("engine limits must be positive")
         }
     }

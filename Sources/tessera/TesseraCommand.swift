@@ -8,7 +8,7 @@ struct TesseraCommand: AsyncParsableCommand {
         commandName: "tessera",
         abstract: "Serve one shared base LLM to many tenants, each with their own LoRA adapters.",
         subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
-                      RunBatchCommand.self, ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self, BenchLoRACommand.self, BenchEngineCommand.self, BenchMatmulCommand.self]
+                      RunBatchCommand.self, ServeCommand.self, TenantsCommand.self, ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self, BenchLoRACommand.self, BenchEngineCommand.self, BenchMatmulCommand.self]
     )
 }
 
@@ -36,7 +36,7 @@ struct ModelOptions: ParsableArguments {
     var weightLayout: WeightLayout = .interleaved
 
     @Option(help: "KV cache precision: f16 (as llama.cpp's default: half the memory and half the bytes a decode step reads; greedy tokens stay the f32 path's on SmolLM2) or f32 (with --activations f32: the f32 path's numbers).")
-    var kvCache: KVPrecision = .f16
+    var kvPrecision: KVPrecision = .f16
 
     @Option(help: "Precision adapters are held in: f16 (half the memory, and half the bytes a batch of many adapters reads per step; an adapter outside f16's range stays f32) or f32 (PEFT's numbers).")
     var adapterPrecision: AdapterPrecision = .f16
@@ -56,7 +56,7 @@ struct ModelOptions: ParsableArguments {
         ComputeThreads.configure(threads: threads ?? ComputeThreads.available)
         let path = try model ?? DefaultModel.ensure(log: { printError($0) }).path
         guard weightMemory >= 0 else { throw ValidationError("--weight-memory must be >= 0") }
-        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations, layout: weightLayout, kvCache: kvCache))
+        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations, layout: weightLayout, kvCache: kvPrecision))
     }
 }
 

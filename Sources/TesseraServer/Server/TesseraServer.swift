@@ -162,6 +162,11 @@ public final class TesseraServer: Sendable {
         }
     }
 
+    /// Registers an adapter for `tessera serve --demo`.
+    public func registerForDemo(name: String, path: String, owner: String?) async throws -> AdapterStore.Registration {
+        try await register(name: name, path: path, owner: owner)
+    }
+
     func unregister(name: String) async throws -> Bool {
         try await registryLock.withLock {
             guard adapters.registration(name) != nil else { return false }
