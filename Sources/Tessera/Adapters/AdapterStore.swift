@@ -213,12 +213,12 @@ public final class AdapterStore: Sendable {
     // MARK: Leases
 
     /// Pins the current version of `name` for one sequence, loading it first if needed.
-    /// `tenant` must be the owner when the adapter has one.
-    public func lease(_ name: String, tenant: String? = nil) async throws -> AdapterLease {
+    /// `tenant` must be the owner when the adapter has one, unless `anyOwner` (an administrator).
+    public func lease(_ name: String, tenant: String? = nil, anyOwner: Bool = false) async throws -> AdapterLease {
         while true {
             let step: LeaseStep = try state.withLock { s in
                 guard let r = s.registry[name] else { throw AdapterError(adapter: name, file: "", reason: .unknownAdapter) }
-                if let owner = r.owner, owner != tenant {
+                if let owner = r.owner, owner != tenant, !anyOwner {
                     // Another tenant's adapter does not exist as far as this tenant can tell.
                     throw AdapterError(adapter: name, file: "", reason: .unknownAdapter)
                 }

@@ -158,7 +158,7 @@ public final class Engine: Sendable {
         var lease: AdapterLease?
         if let name = r.adapter {
             guard let adapters else { throw EngineError.adapter(AdapterError(adapter: name, file: "", reason: .unknownAdapter)) }
-            do { lease = try await adapters.lease(name, tenant: r.tenant) } catch let e as AdapterError { throw EngineError.adapter(e) }
+            do { lease = try await adapters.lease(name, tenant: r.tenant, anyOwner: r.mayUseAnyAdapter) } catch let e as AdapterError { throw EngineError.adapter(e) }
         }
         return EngineSequence(id: id, request: r, promptTokens: tokens, maxTokens: maxTokens, lease: lease,
                               tokenizer: tokenizer, continuation: continuation)

@@ -25,6 +25,8 @@ public struct EngineRequest: Sendable {
     public var logprobs: Bool
     /// With `logprobs`: also the this many most likely tokens at each position (0-20).
     public var topLogprobs: Int
+    /// May use adapters owned by other tenants (an administrator's request).
+    public var mayUseAnyAdapter = false
     /// Give up (finish with `.deadline`) after this instant.
     public var deadline: ContinuousClock.Instant?
 

@@ -45,16 +45,18 @@ extension TesseraServer {
             let maxTokens = g.maxTokens ?? (limit - tokens.count)
             guard tokens.count + maxTokens <= limit else {
                 let field = kind == .chat && body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
-                throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, you requested \(tokens.count + maxTokens) tokens (\(tokens.count) in the \(promptField), \(maxTokens) for the completion).",
+                throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, you requested \(tokens.count + maxTokens) tokens (\(tokens.count) in the \(promptField), \(maxTokens) for the completion). Please reduce '\(field)'.",
                                           param: field, code: "context_length_exceeded")
             }
             promptTokenTotal += tokens.count
             for i in 0..<g.n {
                 var sampling = g.sampling
                 sampling.seed = g.seed.map { $0 &+ UInt64(i) } ?? UInt64.random(in: 0...UInt64.max)
-                engineRequests.append(EngineRequest(tenant: principal.tenant, adapter: adapter, prompt: .tokens(tokens), sampling: sampling,
-                                                    maxTokens: maxTokens, stopStrings: g.stop, ignoreEOS: g.ignoreEOS, logprobs: g.logprobs,
-                                                    topLogprobs: g.topLogprobs))
+                var er = EngineRequest(tenant: principal.tenant, adapter: adapter, prompt: .tokens(tokens), sampling: sampling,
+                                       maxTokens: maxTokens, stopStrings: g.stop, ignoreEOS: g.ignoreEOS, logprobs: g.logprobs,
+                                       topLogprobs: g.topLogprobs)
+                er.mayUseAnyAdapter = principal.role == .admin
+                engineRequests.append(er)
             }
         }
         let choices = ChoiceStreams(engine: engine, requests: engineRequests)
