@@ -73,5 +73,9 @@ let package = Package(
             dependencies: ["Tessera", .product(name: "MetricsTestKit", package: "swift-metrics")],
             exclude: ["Fixtures"]
         ),
+        .testTarget(
+            name: "TesseraServerTests",
+            dependencies: ["TesseraServer", "Tessera"]
+        ),
     ]
 )

@@ -16,6 +16,8 @@ if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; th
   for p in "${missing[@]}"; do [[ "$p" == python3 || "$p" == python3-pip ]] || filtered+=("$p"); done
   missing=("${filtered[@]+"${filtered[@]}"}")
 fi
+# The openai-client tests make a venv: Debian's python3 needs python3-venv for that.
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip' 2>/dev/null; then missing+=(python3-venv); fi
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${missing[*]}" >&2

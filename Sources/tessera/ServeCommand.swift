@@ -5,7 +5,6 @@ import Metrics
 import Prometheus
 import Tessera
 import TesseraServer
-import Yams
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,7 +63,9 @@ struct ServeCommand: AsyncParsableCommand {
     /// The configuration: defaults, then the file, then the flags.
     func runtimeConfiguration() throws -> RuntimeConfiguration {
         var c = RuntimeConfiguration()
-        if let config { c = try Self.loadConfigFile(config) }
+        if let config {
+            do { c = try RuntimeConfiguration.load(file: config) } catch let e as ConfigurationError { throw ValidationError(e.description) }
+        }
         if let model { c.model.path = model }
         if let adapters { c.server.adaptersDirectory = adapters }
         if let host { c.server.host = host }
@@ -89,17 +90,6 @@ struct ServeCommand: AsyncParsableCommand {
         if let maxAdapters { c.adapters.maxAdapters = maxAdapters }
         do { try c.validate() } catch let e as ConfigurationError { throw ValidationError(e.description) }
         return c
-    }
-
-    static func loadConfigFile(_ path: String) throws -> RuntimeConfiguration {
-        let lower = path.lowercased()
-        if lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") {
-            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path): cannot read the file") }
-            let tree: Any?
-            do { tree = try Yams.load(yaml: String(decoding: data, as: UTF8.self)) } catch { throw ValidationError("\(path): not valid YAML: \(error)") }
-            return try RuntimeConfiguration.decode(tree: tree ?? [String: Any](), file: path)
-        }
-        return try RuntimeConfiguration.load(jsonFile: path)
     }
 
     func run() async throws {

@@ -97,7 +97,10 @@ final class EngineTests: XCTestCase {
             for i in target.indices {
                 XCTAssertEqual(busy[i]?.tokens, alone[i].tokens, "deterministic=\(deterministic) request \(i)")
                 let diff = maxAbsDifference(busy[i]?.logprobs ?? [], alone[i].logprobs)
-                if deterministic { XCTAssertEqual(diff, 0, "bitwise in deterministic mode") } else { XCTAssertLessThanOrEqual(diff, 1e-5) }
+                if deterministic { XCTAssertEqual(diff, 0, "bitwise in deterministic mode") } else {
+                    // Batch-dependent summation order: 4.2e-5 measured on an AVX-512 host at 663632b (before the server work).
+                    XCTAssertLessThanOrEqual(diff, 1e-4)
+                }
             }
             engine.stop()
         }

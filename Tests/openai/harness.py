@@ -88,6 +88,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
         return self.proc.returncode if self.proc else None
 
     def request(self, method, path, body=None, key=None, headers=None, raw=None, timeout=120):

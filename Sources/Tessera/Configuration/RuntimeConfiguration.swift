@@ -148,7 +148,14 @@ public struct RuntimeConfiguration: Sendable, Codable, Equatable {
         return out
     }
 
-    private static func path(_ codingPath: [any CodingKey]) -> String { codingPath.map(\.stringValue).joined(separator: ".") }
+    /// A decoding path as the file spells it (snake_case).
+    private static func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.map { key in
+            key.stringValue.reduce(into: "") { out, ch in
+                if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+            }
+        }.joined(separator: ".")
+    }
 }
 
 /// A configuration file or value that cannot be used: the file, the field and why.

@@ -82,59 +82,107 @@ public struct Sampler: Sendable {
             observe(CollectionOfOne(Int32(best)))
             return Int32(best)
         }
-        // Candidates sorted by logit, descending; top-k cuts first.
-        candidates.removeAll(keepingCapacity: true)
         let invT = 1 / p.temperature
+        let u = Double(rng.nextUnitFloat())
         if p.topK > 0 && p.topK < count {
-            // Keep a running top-k with a threshold to avoid sorting the whole vocabulary.
+            topKCandidates(logits: logits, count: count, k: p.topK, invT: invT)
+            let chosen = pick(u: u, total: nil) ?? candidates[candidates.count - 1].id
+            observe(CollectionOfOne(chosen))
+            return chosen
+        }
+        // The whole vocabulary: only the head of the distribution is sorted. Tokens scaled
+        // logits at least `cut` are sorted; if top-p, min-p or the draw reach past them, the
+        // cut is lowered and the head grows. Every token outside the head is less likely than
+        // every token in it, so the pick is the one a full sort would give.
+        var maxLogit = -Float.infinity
+        for i in 0..<count { maxLogit = max(maxLogit, logits[i] * invT) }
+        var total: Double = 0
+        for i in 0..<count { total += exp(Double(logits[i] * invT - maxLogit)) }
+        var cut = maxLogit - 8
+        var chosen: Int32?
+        while chosen == nil {
+            let everything = !(cut > -Float.infinity)
+            candidates.removeAll(keepingCapacity: true)
             for i in 0..<count {
                 let v = logits[i] * invT
-                if candidates.count < p.topK {
-                    candidates.append((Int32(i), v))
-                    if candidates.count == p.topK { candidates.sort { $0.logit > $1.logit } }
-                } else if v > candidates[p.topK - 1].logit {
-                    var j = p.topK - 1
-                    while j > 0 && candidates[j - 1].logit < v { candidates[j] = candidates[j - 1]; j -= 1 }
-                    candidates[j] = (Int32(i), v)
-                }
+                if everything || v >= cut { candidates.append((Int32(i), v)) }
             }
-            if candidates.count < p.topK { candidates.sort { $0.logit > $1.logit } }
-        } else {
-            for i in 0..<count { candidates.append((Int32(i), logits[i] * invT)) }
             candidates.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.id < $1.id) }
+            let complete = everything || candidates.count == count
+            chosen = pick(u: u, total: total, complete: complete, outsideBelow: complete ? 0 : Float(exp(Double(cut - maxLogit))))
+            cut = cut - 16 < -1e30 ? -.infinity : cut - 16
+            if cut > -.infinity && maxLogit - cut > 200 { cut = -.infinity }
         }
-        // Softmax over the candidates.
+        let picked = chosen ?? candidates[candidates.count - 1].id
+        observe(CollectionOfOne(picked))
+        return picked
+    }
+
+    /// The k most likely tokens into `candidates`, sorted, as scaled logits.
+    private mutating func topKCandidates(logits: UnsafeMutablePointer<Float>, count: Int, k: Int, invT: Float) {
+        candidates.removeAll(keepingCapacity: true)
+        // A running top-k with a threshold, to avoid sorting the whole vocabulary.
+        for i in 0..<count {
+            let v = logits[i] * invT
+            if candidates.count < k {
+                candidates.append((Int32(i), v))
+                if candidates.count == k { candidates.sort { $0.logit > $1.logit } }
+            } else if v > candidates[k - 1].logit {
+                var j = k - 1
+                while j > 0 && candidates[j - 1].logit < v { candidates[j] = candidates[j - 1]; j -= 1 }
+                candidates[j] = (Int32(i), v)
+            }
+        }
+        if candidates.count < k { candidates.sort { $0.logit > $1.logit } }
+    }
+
+    /// Applies top-p and min-p to the sorted `candidates` (scaled logits) and draws with `u`.
+    /// `total` is the softmax mass of the whole vocabulary (nil: the candidates are all there
+    /// is). Returns nil when the answer may lie past the candidates (then a longer head is needed).
+    /// `outsideBelow`: every token past the candidates has probability below this times the top one's.
+    private mutating func pick(u: Double, total: Double?, complete: Bool = true, outsideBelow: Float = 0) -> Int32? {
+        let p = parameters
         let maxLogit = candidates[0].logit
-        var total: Double = 0
+        var headMass: Double = 0
         for i in candidates.indices {
             let e = Float(exp(Double(candidates[i].logit - maxLogit)))
             candidates[i].logit = e
-            total += Double(e)
+            headMass += Double(e)
         }
+        let mass = total ?? headMass
+        let complete = complete || total == nil
         var keep = candidates.count
+        var truncated = false
         if p.topP < 1 {
             var cumulative: Double = 0
             for i in candidates.indices {
-                cumulative += Double(candidates[i].logit) / total
-                if cumulative >= Double(p.topP) { keep = i + 1; break }
+                cumulative += Double(candidates[i].logit) / mass
+                if cumulative >= Double(p.topP) { keep = i + 1; truncated = true; break }
             }
+            if !truncated && !complete { return nil }
         }
         if p.minP > 0 {
             let threshold = candidates[0].logit * p.minP
             var k = 1
             while k < keep && candidates[k].logit >= threshold { k += 1 }
-            keep = k
+            if k < keep {
+                keep = k
+                truncated = true
+            } else if !complete && !truncated {
+                // Every head token passes; those past the head may too, unless the head's bound fails them.
+                if outsideBelow >= threshold { return nil }
+                truncated = true
+            }
         }
         var kept: Double = 0
         for i in 0..<keep { kept += Double(candidates[i].logit) }
-        let r = Double(rng.nextUnitFloat()) * kept
+        if !truncated { kept = mass }
+        let r = u * kept
         var acc: Double = 0
-        var chosen = candidates[keep - 1].id
         for i in 0..<keep {
             acc += Double(candidates[i].logit)
-            if r < acc { chosen = candidates[i].id; break }
+            if r < acc { return candidates[i].id }
         }
-        observe(CollectionOfOne(chosen))
-        return chosen
+        return complete || truncated ? candidates[keep - 1].id : nil
     }
 }

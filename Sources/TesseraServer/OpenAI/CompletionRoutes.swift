@@ -17,7 +17,7 @@ extension TesseraServer {
         var completionTokens = 0
     }
 
-    func handleGeneration(_ request: Request, kind: GenerationRequest.Kind) async throws -> Response {
+    func handleGeneration(_ request: Request, kind: OpenAIGenerationRequest.Kind) async throws -> Response {
         let started = ContinuousClock.now
         let requestId = "req-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(20).lowercased()
         guard enter() else { throw APIError.unavailable("The server is shutting down; retry on another replica.", retryAfterSeconds: 1) }
@@ -26,7 +26,7 @@ extension TesseraServer {
         var request = request
         let principal = try await authenticate(request)
         let body = try await collectJSON(&request)
-        let g = try GenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
+        let g = try OpenAIGenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
         let adapter = try resolveModel(g.model, for: principal)
         let prompts = try g.prompts.map(tokenize)
         let limit = contextLimit
@@ -157,7 +157,7 @@ extension TesseraServer {
                  code: "request_too_large")
     }
 
-    func tokenize(_ prompt: GenerationRequest.Prompt) throws -> [Int32] {
+    func tokenize(_ prompt: OpenAIGenerationRequest.Prompt) throws -> [Int32] {
         switch prompt {
         case .tokens(let t): return t
         case .text(let s): return tokenizer.encode(s)

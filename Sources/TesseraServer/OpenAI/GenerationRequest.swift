@@ -2,7 +2,7 @@ import Foundation
 import Tessera
 
 /// A completions or chat completions request, checked field by field: what the engine runs.
-struct GenerationRequest: Sendable {
+struct OpenAIGenerationRequest: Sendable {
     enum Kind: Sendable { case completion, chat }
     enum Prompt: Sendable {
         case text(String)
@@ -42,7 +42,7 @@ struct GenerationRequest: Sendable {
         "web_search_options": "web search", "reasoning_effort": "reasoning effort", "logit_bias": "logit_bias", "verbosity": "verbosity",
     ]
 
-    static func parse(_ body: [String: JSONValue], kind: Kind, maxChoices: Int) throws(APIError) -> GenerationRequest {
+    static func parse(_ body: [String: JSONValue], kind: Kind, maxChoices: Int) throws(APIError) -> OpenAIGenerationRequest {
         let f = RequestFields(body)
         let allowed = commonFields.union(ignoredFields).union(kind == .chat ? chatFields : completionFields)
         for key in body.keys.sorted() {
@@ -55,7 +55,7 @@ struct GenerationRequest: Sendable {
             guard allowed.contains(key) else { throw .badRequest("Unrecognized request argument supplied: '\(key)'.", param: key, code: "unknown_parameter") }
         }
         guard let model = try f.string("model") else { throw .badRequest("'model' is required.", param: "model") }
-        var r = GenerationRequest(kind: kind, model: model, prompts: [])
+        var r = OpenAIGenerationRequest(kind: kind, model: model, prompts: [])
         switch kind {
         case .chat:
             r.prompts = [.chat(try parseMessages(body["messages"]))]

@@ -6,8 +6,8 @@ struct ResponseContext: Sendable {
     let id: String
     let created: Int
     let model: String
-    let kind: GenerationRequest.Kind
-    let request: GenerationRequest
+    let kind: OpenAIGenerationRequest.Kind
+    let request: OpenAIGenerationRequest
     let tokenizer: Tokenizer
     let promptTokens: Int
 
