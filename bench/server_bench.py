@@ -205,6 +205,10 @@ def stream_one(target, api_key, payload: dict, timeout: float) -> Result:
         if res.t_first is None:
             res.error = "stream ended without any text" + ("" if done else " (and without [DONE])")
             return res
+        if res.finish_reason is None:
+            # llama_cpp.server with --interrupt_requests true ends a stream this way when another request waits.
+            res.error = f"stream cut short: no finish_reason after {res.tokens} tokens"
+            return res
         res.ok = True
         return res
     except (OSError, http.client.HTTPException) as e:
@@ -228,6 +232,12 @@ def make_payload(args, model: str, prompt: str, max_tokens: int) -> dict:
         p["stream_options"] = {"include_usage": True}
     if not args.no_ignore_eos:
         p["ignore_eos"] = True
+    if args.llamacpp_params:
+        # llama-cpp-python ignores ignore_eos (unknown fields are dropped); min_tokens suppresses
+        # EOS until that many tokens, and its repeat_penalty defaults to 1.1 (greedy means 1.0).
+        p["min_tokens"] = max_tokens
+        p["repeat_penalty"] = 1.0
+    p.update(args.extra)
     return p
 
 
@@ -254,7 +264,8 @@ def run_bench(args, url: str, models, prompt: str) -> dict:
                 if i >= total:
                     return
                 next_index[0] = i + 1
-            payload = make_payload(args, models[i % len(models)], prompt, args.gen_tokens)
+            text = f"Log {i}. {prompt}" if args.unique_prompts else prompt
+            payload = make_payload(args, models[i % len(models)], text, args.gen_tokens)
             results[i] = stream_one(target, args.api_key, payload, args.timeout)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(args.concurrency, total))]
@@ -286,10 +297,13 @@ def run_bench(args, url: str, models, prompt: str) -> dict:
         "requests": total,
         "completed": len(ok),
         "prompt_tokens_requested": args.prompt_tokens,
+        "unique_prompts": args.unique_prompts,
         "prompt_tokens_mean": round(sum(prompt_toks) / len(prompt_toks), 1) if prompt_toks else None,
         "gen_tokens": args.gen_tokens,
         "ignore_eos": not args.no_ignore_eos,
         "stream_options": not args.no_stream_options,
+        "llamacpp_params": args.llamacpp_params,
+        "extra": args.extra or None,
         "wall_s": round(wall, 3),
         "tokens_per_s": round(out_tokens / wall, 3) if wall > 0 else None,
         "requests_per_s": round(len(ok) / wall, 4) if wall > 0 else None,
@@ -328,7 +342,10 @@ class LlamaCppServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [args.llamacpp_python, "-m", "llama_cpp.server", "--model", args.start_llamacpp,
                     "--host", "127.0.0.1", "--port", str(self.port),
-                    "--n_threads", str(args.llamacpp_threads), "--n_ctx", str(args.llamacpp_ctx)]
+                    "--n_threads", str(args.llamacpp_threads), "--n_threads_batch", str(args.llamacpp_threads),
+                    "--n_ctx", str(args.llamacpp_ctx),
+                    # Default true: a waiting request cuts the streaming one short (early [DONE]).
+                    "--interrupt_requests", "false"]
         if args.lora:
             self.cmd += ["--lora_path", args.lora]
         self.cmd += args.llamacpp_arg
@@ -388,9 +405,17 @@ def parse_args(argv=None):
     ap.add_argument("--requests", type=int, help="total requests (default 2 x concurrency)")
     ap.add_argument("--prompt-tokens", type=int, default=32, help="prompt length, about (words of --prompt-file)")
     ap.add_argument("--prompt-file", default=DEFAULT_PROMPT_FILE)
+    ap.add_argument("--unique-prompts", action="store_true",
+                    help='start prompt i with "Log {i}. " so no server can reuse a cached prompt prefix '
+                         "(llama-cpp-python reuses the previous request's KV for a shared prefix)")
     ap.add_argument("--gen-tokens", type=int, default=64, help="max_tokens")
     ap.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos: true")
     ap.add_argument("--no-stream-options", action="store_true", help='do not send stream_options {"include_usage": true}')
+    ap.add_argument("--llamacpp-params", action="store_true",
+                    help="llama-cpp-python request fields: min_tokens = --gen-tokens (its ignore_eos), repeat_penalty 1.0; "
+                         "on by default with --start-llamacpp")
+    ap.add_argument("--no-llamacpp-params", action="store_true", help="not even with --start-llamacpp")
+    ap.add_argument("--extra", default="{}", help="JSON object merged into every request body")
     ap.add_argument("--warmup", type=int, default=1, help="sequential 4-token requests before timing (default 1)")
     ap.add_argument("--timeout", type=float, default=600.0, help="socket timeout per request, seconds")
     ap.add_argument("--json-out", help="also write the JSON object to this file")
@@ -399,7 +424,7 @@ def parse_args(argv=None):
     g.add_argument("--lora", metavar="FILE.gguf", help="GGUF LoRA for llama_cpp.server (--lora_path)")
     g.add_argument("--llamacpp-python", default=DEFAULT_PEER_PY, help="python with llama-cpp-python[server]")
     g.add_argument("--llamacpp-port", type=int, default=0, help="port (default: a free one)")
-    g.add_argument("--llamacpp-threads", type=int, default=2, help="--n_threads (default 2)")
+    g.add_argument("--llamacpp-threads", type=int, default=2, help="--n_threads and --n_threads_batch (default 2)")
     g.add_argument("--llamacpp-ctx", type=int, default=4096, help="--n_ctx (default 4096)")
     g.add_argument("--llamacpp-arg", action="append", default=[], help="extra server argument (repeatable)")
     g.add_argument("--startup-timeout", type=float, default=180.0)
@@ -416,6 +441,16 @@ def parse_args(argv=None):
         ap.error("give exactly one of --url and --start-llamacpp")
     if args.lora and not args.start_llamacpp:
         ap.error("--lora goes with --start-llamacpp")
+    try:
+        args.extra = json.loads(args.extra)
+    except ValueError as e:
+        ap.error(f"--extra is not JSON: {e}")
+    if not isinstance(args.extra, dict):
+        ap.error("--extra must be a JSON object")
+    if args.start_llamacpp and not args.no_llamacpp_params:
+        args.llamacpp_params = True
+    if args.no_llamacpp_params:
+        args.llamacpp_params = False
     return args
 
 
@@ -437,8 +472,13 @@ def resolve_models(args, url):
     return models
 
 
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds the `with`, so a started llama_cpp.server is stopped
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     m = machine_info()
     print(f"machine: processor={m['processor']!r} cpu_count={m['cpu_count']} model_name={m['model_name']!r}"
           + (f" load_avg={m['load_avg']}" if m.get("load_avg") else ""), file=sys.stderr)

@@ -49,7 +49,7 @@ enum DemoSetup {
 
         curl -s \(baseURL)/v1/models -H "Authorization: Bearer \(keys.bob)"
 
-        python3 -m pip install -q openai && python3 - <<'PY'
+        python3 -m venv /tmp/tessera-openai && /tmp/tessera-openai/bin/pip install -q openai && /tmp/tessera-openai/bin/python - <<'PY'
         from openai import OpenAI
         client = OpenAI(base_url="\(baseURL)/v1", api_key="\(keys.bob)")
         stream = client.chat.completions.create(model="bob-pirate", messages=[{"role": "user", "content": "Tell me about the sea."}], max_tokens=48, stream=True)

@@ -55,6 +55,7 @@ struct RunBatchCommand: AsyncParsableCommand {
             let engine = try Engine(model: bundle.model, tokenizer: tokenizer, adapters: store, configuration: engineOptions.engineConfiguration)
             defer { engine.stop() }
             let progress = ProgressBar(total: lines.count)
+            let started = ContinuousClock.now
             let results = await withTaskGroup(of: (Int, Outcome).self) { group in
                 for (index, text) in lines.enumerated() {
                     group.addTask {
@@ -91,11 +92,15 @@ struct RunBatchCommand: AsyncParsableCommand {
                 return results
             }
             progress.finish()
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let generated = results.reduce(0) { $0 + ($1.tokenIds?.count ?? 0) }
             var outData = Data()
             for r in results { outData += Data((try r.jsonLine() + "\n").utf8) }
             try outData.write(to: URL(fileURLWithPath: out))
             let failed = results.filter { $0.error != nil }.count
             printError("\(results.count - failed) completed, \(failed) failed; wrote \(out)")
+            printError(String(format: "%d generated tokens in %.3f s: %.1f tokens/s", generated, seconds, Double(generated) / max(seconds, 1e-9)))
         }
     }
 

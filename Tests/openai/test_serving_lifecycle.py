@@ -135,6 +135,43 @@ class Drain(unittest.TestCase):
         self.assertEqual(outcomes, {i: ("ok", 96) for i in range(4)})
 
 
+class QueueLimits(unittest.TestCase):
+    def test_a_full_tenant_queue_is_a_503_with_retry_after_and_the_config_file_sets_it(self):
+        data = tempfile.mkdtemp(prefix="tessera-queue-")
+        config = os.path.join(data, "tessera.yaml")
+        with open(config, "w") as f:
+            f.write("engine:\n  max_running_per_tenant: 1\n  max_queued_per_tenant: 1\nserver:\n  max_choices: 2\n")
+        s = Server(data_dir=data, extra_args=["--config", config]).start()
+        try:
+            key = s.add_tenant("busy")
+            other = s.add_tenant("calm")
+            statuses = []
+            lock = threading.Lock()
+
+            def one():
+                r = s.request("POST", "/v1/completions", {"model": MODEL_NAME, "prompt": "Go:", "max_tokens": 64, "ignore_eos": True}, key=key)
+                with lock:
+                    statuses.append((r[0], r[1].get("retry-after")))
+
+            threads = [threading.Thread(target=one) for _ in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            # Another tenant is not affected by busy's full queue.
+            self.assertEqual(s.request("POST", "/v1/completions", {"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 2}, key=other)[0], 200)
+            for t in threads:
+                t.join(120)
+            self.assertIn(200, [st for st, _ in statuses])
+            refused = [(st, ra) for st, ra in statuses if st != 200]
+            self.assertTrue(refused, statuses)
+            self.assertTrue(all(st == 503 and ra for st, ra in refused), statuses)
+            # server.max_choices from the file.
+            self.assertEqual(s.request("POST", "/v1/completions", {"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 2, "n": 3}, key=other)[0], 400)
+        finally:
+            s.stop()
+            shutil.rmtree(data, ignore_errors=True)
+
+
 class Restart(unittest.TestCase):
     def test_the_registry_survives_a_restart_and_loads_on_first_use(self):
         work = tempfile.mkdtemp(prefix="tessera-restart-")
@@ -186,7 +223,9 @@ class Demo(unittest.TestCase):
             reply = json.loads(r.stdout)
             self.assertTrue(reply["choices"][0]["message"]["content"], r.stdout)
             self.assertEqual(reply["model"], "alice-haiku")
-            py = out[out.index("python3 - <<'PY'\n") + len("python3 - <<'PY'\n"):]
+            marker = "/bin/python - <<'PY'\n"
+            self.assertIn("python3 -m venv /tmp/tessera-openai && /tmp/tessera-openai/bin/pip install -q openai", out)
+            py = out[out.index(marker) + len(marker):]
             py = py[:py.index("\nPY\n")]
             venv_python = os.path.join(os.path.dirname(os.path.dirname(openai.__file__)), "..", "..", "..", "bin", "python")
             r = subprocess.run([os.path.abspath(venv_python), "-c", py], capture_output=True, text=True, timeout=120)
