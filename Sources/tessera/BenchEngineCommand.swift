@@ -39,13 +39,13 @@ struct BenchEngineCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let levels = try BenchLoRACommand.list(concurrency)
-            if let fewRowsLimit { LlamaModel.fewRowsLimit = fewRowsLimit }
             guard let data = FileManager.default.contents(atPath: promptTokensFile),
                   let source = try? JSONDecoder().decode([Int32].self, from: data), !source.isEmpty else {
                 throw ValidationError("--prompt-tokens-file \(promptTokensFile) is not a JSON list of token ids")
             }
             let modelOptions = self.modelOptions
-            let bundle = try await onComputeThread { try modelOptions.load() }
+            let rowLimits = fewRowsLimit.map { MatmulRowLimits(fewRows: $0) }
+            let bundle = try await onComputeThread { try modelOptions.load(rowLimits: rowLimits) }
             let model = bundle.model
             let store = AdapterStore(base: model.config, configuration: .init(memoryBudgetBytes: 4 << 30, maxAdapters: 128,
                                                                               precision: modelOptions.adapterPrecision))

@@ -5,7 +5,7 @@ import Tessera
 struct BenchMatmulCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-matmul",
-        abstract: "Time the two matmul paths over a model's stored weights at several row counts (the crossover behind LlamaModel.storedRowsLimit).")
+        abstract: "Time the two matmul paths over a model's stored weights at several row counts (the crossover behind MatmulRowLimits.stored).")
 
     @OptionGroup var modelOptions: ModelOptions
 

@@ -51,12 +51,26 @@ struct ModelOptions: ParsableArguments {
         return (bundle, lora)
     }
 
+    /// The flags as the runtime configuration's model section.
+    var configuration: RuntimeConfiguration.Model {
+        var c = RuntimeConfiguration.Model()
+        c.path = model
+        c.weightMemoryMiB = weightMemory
+        c.activations = activations
+        c.weightLayout = weightLayout
+        c.kvPrecision = kvPrecision
+        return c
+    }
+
     /// Loads the model (fetching the default one if needed) after setting the thread count.
-    func load() throws -> ModelBundle {
+    /// `rowLimits` overrides the measured matmul crossovers (benchmarks).
+    func load(rowLimits: MatmulRowLimits? = nil) throws -> ModelBundle {
         ComputeThreads.configure(threads: threads ?? ComputeThreads.available)
-        let path = try model ?? DefaultModel.ensure(log: { printError($0) }).path
+        var c = configuration
+        if let rowLimits { c.rowLimits = rowLimits }
+        let path = try c.path ?? DefaultModel.ensure(log: { printError($0) }).path
         guard weightMemory >= 0 else { throw ValidationError("--weight-memory must be >= 0") }
-        return try ModelBundle.load(path: path, options: ModelLoadOptions(weightMemory: weightMemory << 20, activations: activations, layout: weightLayout, kvCache: kvPrecision))
+        return try ModelBundle.load(path: path, options: c.loadOptions)
     }
 }
 

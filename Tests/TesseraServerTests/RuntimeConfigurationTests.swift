@@ -48,5 +48,14 @@ final class RuntimeConfigurationTests: XCTestCase {
         XCTAssertEqual(try field(#"{"server": {"port": "eighty"}}"#), "server.port")
         XCTAssertEqual(try field("engine:\n  max_sequences: 0\n", "yaml"), "engine")
         XCTAssertEqual(try field(#"{"model": {"kv_precision": "f8"}}"#), "model.kv_precision")
+        XCTAssertEqual(try field(#"{"model": {"row_limits": {"stored": -1}}}"#), "model.row_limits.stored")
+        XCTAssertEqual(try field(#"{"model": {"row_limits": {"few": 1}}}"#), "model.row_limits.few")
+    }
+
+    func testMatmulRowLimitsComeFromTheConfigurationNotAGlobal() throws {
+        let c = try RuntimeConfiguration.load(file: try write(#"{"model": {"row_limits": {"few_rows": 4, "interleaved": 64}}}"#, ext: "json"))
+        XCTAssertEqual(c.model.rowLimits, MatmulRowLimits(fewRows: 4, stored: MatmulRowLimits().stored, interleaved: 64))
+        XCTAssertEqual(c.model.loadOptions.rowLimits, c.model.rowLimits)
+        XCTAssertNil(RuntimeConfiguration().model.rowLimits.interleaved, "no limit for interleaved matrices by default")
     }
 }

@@ -96,12 +96,11 @@ final class LargerModelReferenceTests: XCTestCase {
         for (s, p) in prompts.enumerated() {
             for (i, t) in p.enumerated() { batch.append(token: t, position: i, sequence: s, wantLogits: i == p.count - 1) }
         }
-        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
-        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
         for limit in [0, 1000] {  // dequantized tiles + sgemm, then the weight-type kernel
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (limit, limit)
+        let scratch = model.makeScratch()
+        scratch.rowLimits = .kernel(upTo: limit)
         for c in caches { c.count = 0 }
-        let out = try model.forward(batch, caches: caches, scratch: model.makeScratch())
+        let out = try model.forward(batch, caches: caches, scratch: scratch)
         for (s, c) in cs.enumerated() {
             let top = try topLogits(c["last_logits_top"])
             let row = out.array(s)

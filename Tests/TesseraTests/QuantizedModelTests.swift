@@ -38,13 +38,11 @@ final class QuantizedModelTests: XCTestCase {
         let all = try LlamaModel.load(path: path, options: .init(weightMemory: 1 << 30))
         XCTAssertGreaterThanOrEqual(all.allocatedWeightBytes - plain.allocatedWeightBytes, c.layerCount * layerBytes)
         // Many rows take the copies (or tiles); results agree within rounding either way.
-        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
-        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (8, 8)
+        let limits = MatmulRowLimits.kernel(upTo: 8)
         let tokens: [Int32] = (0..<40).map { Int32(($0 * 37 + 11) % c.vocabularySize) }
-        let reference = try allLogits(plain, tokens: tokens)
+        let reference = try allLogits(plain, tokens: tokens, rowLimits: limits)
         for model in [some, all] {
-            let logits = try allLogits(model, tokens: tokens)
+            let logits = try allLogits(model, tokens: tokens, rowLimits: limits)
             for (a, b) in zip(logits, reference) { assertClose(a, b, tolerance: 1e-4) }
         }
     }
@@ -57,21 +55,20 @@ final class QuantizedModelTests: XCTestCase {
         XCTAssertEqual(interleaved.interleavedWeightBytes, interleaved.weightBytes - interleaved.allocatedWeightBytes,
                        "every SmolLM2 matrix (Q4_1, Q8_0 LM head) is interleaved")
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 504, 1797, 1918, 553]
-        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
-        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
+        var limits = MatmulRowLimits()
         for limit in [1000, 0] {  // the weight-type kernel, then dequantized tiles
-            (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (limit, limit)
+            limits = .kernel(upTo: limit)
             // f32 activations: both layouts dequantize to the same floats, dotted in the same order.
-            XCTAssertEqual(try allLogits(stored, tokens: tokens), try allLogits(interleaved, tokens: tokens), "row limit \(limit)")
+            XCTAssertEqual(try allLogits(stored, tokens: tokens, rowLimits: limits), try allLogits(interleaved, tokens: tokens, rowLimits: limits), "row limit \(limit)")
         }
         // 8-bit activations: the two kernels sum the same integer products with their float
         // scales in another order; the difference is the activations' noise: one 8-bit level's
         // (q8, described below) or two levels' (q8x2, about 1/256 of it).
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
+        limits = .kernel(upTo: 1000)
         for (activations, bound) in [(ActivationPrecision.q8, Float(2.5)), (.q8x2, 0.05)] {
             let q8Stored = try LlamaModel.load(path: path, options: .init(activations: activations, layout: .stored))
             let q8Interleaved = try LlamaModel.load(path: path, options: .init(activations: activations, layout: .interleaved))
-            let a = try allLogits(q8Stored, tokens: tokens), b = try allLogits(q8Interleaved, tokens: tokens)
+            let a = try allLogits(q8Stored, tokens: tokens, rowLimits: limits), b = try allLogits(q8Interleaved, tokens: tokens, rowLimits: limits)
             var worst: Float = 0
             for (x, y) in zip(a, b) { worst = max(worst, maxAbsDifference(x, y)) }
             print("SmolLM2 \(activations): interleaved vs stored layout, largest logit difference over \(tokens.count) positions: \(worst)")
@@ -86,21 +83,20 @@ final class QuantizedModelTests: XCTestCase {
         // (fed f32 activations): only float rounding separates them.
         let exact = try LlamaModel.load(path: Fixtures.defaultModelPath(), options: .init(activations: .f32, kvCache: .f32))
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 33, 33, 2215, 701, 30]
-        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
-        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
         // f32 activations: the machinery (parts, row maps, tiles) agrees to rounding.
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
-        let storedExact = try allLogits(exact, tokens: tokens)
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (0, 0)
-        let tiledExact = try allLogits(exact, tokens: tokens)
+        var limits = MatmulRowLimits()
+        limits = .kernel(upTo: 1000)
+        let storedExact = try allLogits(exact, tokens: tokens, rowLimits: limits)
+        limits = .kernel(upTo: 0)
+        let tiledExact = try allLogits(exact, tokens: tokens, rowLimits: limits)
         for (a, b) in zip(storedExact, tiledExact) { assertClose(a, b, tolerance: 2e-3) }
         // 8-bit activations through the kernel against f32 ones through the tiles.
         for (activations, bound) in [(ActivationPrecision.q8, Float(2.5)), (.q8x2, 0.05)] {
             let model = try LlamaModel.load(path: Fixtures.defaultModelPath(), options: .init(activations: activations))
-            (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)
-            let stored = try allLogits(model, tokens: tokens)
-            (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (0, 0)
-            let tiled = try allLogits(model, tokens: tokens)
+            limits = .kernel(upTo: 1000)
+            let stored = try allLogits(model, tokens: tokens, rowLimits: limits)
+            limits = .kernel(upTo: 0)
+            let tiled = try allLogits(model, tokens: tokens, rowLimits: limits)
             var worst: Float = 0
             for (a, b) in zip(stored, tiled) { worst = max(worst, maxAbsDifference(a, b)) }
             print("SmolLM2 \(activations): stored kernel vs tiles, largest logit difference over 24 positions: \(worst)")
@@ -125,9 +121,7 @@ final class QuantizedModelTests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let shape = SyntheticModel.Shape(hidden: 256, intermediate: 512, layers: 2, heads: 4, kvHeads: 2, vocabulary: 512, context: 128)
-        let saved = (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit)
-        defer { (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = saved }
-        (LlamaModel.storedRowsLimit, LlamaModel.interleavedRowsLimit) = (1000, 1000)  // every row through the kernels
+        let limits = MatmulRowLimits.kernel(upTo: 1000)  // every row through the kernels
         let tokens: [Int32] = (0..<24).map { Int32(($0 * 131 + 7) % 512) }
         for type in [GGMLType.q5_0, .q5_1, .q5_K] {
             let path = dir.appendingPathComponent("\(type).gguf").path
@@ -135,7 +129,7 @@ final class QuantizedModelTests: XCTestCase {
             let exact = try LlamaModel.load(path: path, options: .init(activations: .f32, kvCache: .f32))
             let kernel = try LlamaModel.load(path: path, options: .init(activations: .q8x2, kvCache: .f32))
             XCTAssertEqual(kernel.weightTypes[type.description], 7 * shape.layers + 2, "\(type): every matrix stays in its type")
-            let a = try allLogits(exact, tokens: tokens), b = try allLogits(kernel, tokens: tokens)
+            let a = try allLogits(exact, tokens: tokens, rowLimits: limits), b = try allLogits(kernel, tokens: tokens, rowLimits: limits)
             let scale = a.flatMap { $0 }.map(abs).max() ?? 0
             var worst: Float = 0
             for (x, y) in zip(a, b) { worst = max(worst, maxAbsDifference(x, y)) }
@@ -145,6 +139,7 @@ final class QuantizedModelTests: XCTestCase {
             // Decode steps, one row at a time, agree with the prefill rows.
             let cache = try kernel.makeCache(capacity: tokens.count)
             let scratch = kernel.makeScratch()
+            scratch.rowLimits = limits
             for (i, t) in tokens.enumerated() {
                 var step = ForwardBatch()
                 step.append(token: t, position: i, sequence: 0, wantLogits: true)

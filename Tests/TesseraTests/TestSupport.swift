@@ -61,9 +61,10 @@ func assertClose(_ actual: [Float], _ expected: [Float], tolerance: Float, _ mes
 }
 
 /// Runs a whole sequence through the model and returns the logits of every position.
-func allLogits(_ model: LlamaModel, tokens: [Int32]) throws -> [[Float]] {
+func allLogits(_ model: LlamaModel, tokens: [Int32], rowLimits: MatmulRowLimits? = nil) throws -> [[Float]] {
     let cache = try model.makeCache(capacity: tokens.count)
     let scratch = model.makeScratch()
+    if let rowLimits { scratch.rowLimits = rowLimits }
     var batch = ForwardBatch()
     for (i, t) in tokens.enumerated() { batch.append(token: t, position: i, sequence: 0, wantLogits: true) }
     let logits = try model.forward(batch, caches: [cache], scratch: scratch)

@@ -127,8 +127,8 @@ public final class AdapterStore: Sendable {
 
     /// Registers `path` under `name` (a new version if the name exists: a hot swap). The adapter
     /// is loaded and checked completely first, so a bad file never replaces a good version, and
-    /// the name moves to the new version only once it is resident (least recently used unleased
-    /// adapters are evicted for it; when every slot is leased it loads on first use instead).
+    /// the name then moves to the new version. Its weights stay resident when they fit without
+    /// evicting another adapter; otherwise it loads (evicting the least recently used) on first use.
     /// `version` sets the version number (restoring a registry); by default it is one more
     /// than the name's current one.
     @discardableResult
@@ -143,7 +143,10 @@ public final class AdapterStore: Sendable {
                                  ranks: adapter.ranks, targets: adapter.targets, layers: adapter.layers, byteCount: adapter.byteCount)
             let key = Key(name: name, version: version)
             Self.remove(key, in: &s)
-            if Self.makeRoom(bytes: r.byteCount, configuration: configuration, in: &s) {
+            // Unleased older versions of this name go first, so a hot swap of a resident adapter
+            // stays resident; other tenants' adapters are never evicted by a registration.
+            Self.dropUnleased(name: name, except: version, in: &s)
+            if Self.fits(bytes: r.byteCount, configuration: configuration, in: s) {
                 s.clock += 1
                 s.resident[key] = Resident(adapter: adapter, bytes: r.byteCount, leases: 0, lastUse: s.clock)
                 s.stats.residentBytes += r.byteCount
@@ -302,6 +305,11 @@ public final class AdapterStore: Sendable {
             // A superseded or unregistered version goes as soon as nobody uses it.
             if res.leases == 0 && s.registry[key.name]?.version != key.version { Self.remove(key, in: &s) }
         }
+    }
+
+    /// Whether `bytes` more fit in the budget and the slots as they stand.
+    private static func fits(bytes: Int, configuration: Configuration, in s: State) -> Bool {
+        s.stats.residentBytes + bytes <= configuration.memoryBudgetBytes && s.stats.residentCount + 1 <= configuration.maxAdapters
     }
 
     /// Evicts least recently used unleased adapters until `bytes` more fit; false if they cannot.

@@ -45,6 +45,7 @@ extension LlamaModel {
                                 ffnNorm: w.ffnNorm, gateUp: linear(gateUp, w.gateUp), down: linear(down, w.down)))
         }
         let merged = LlamaWeights(tokenEmbedding: weights.tokenEmbedding, layers: layers, outputNorm: weights.outputNorm, lmHead: weights.lmHead)
-        return LlamaModel(config: c, weights: merged, source: "\(source) + \(adapter.name) (merged)", activations: activations, kvPrecision: kvPrecision)
+        return LlamaModel(config: c, weights: merged, source: "\(source) + \(adapter.name) (merged)", activations: activations, kvPrecision: kvPrecision,
+                          rowLimits: rowLimits)
     }
 }

@@ -94,7 +94,8 @@ struct LoRASegments {
                 }
                 // shrink: shrunk(rows, r) = input(rows, in) · Aᵀ
                 LlamaModel.denseLinear(rows: rows, input: input + first * inputStride, inputStride: inputStride, weight: a,
-                                       outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false)
+                                       outputs: p.rank, inputs: inputs, output: shrunk, outputStride: p.rank, accumulate: false,
+                                       fewRowsLimit: scratch.rowLimits.fewRows)
                 // expand: output(rows, out) += s · shrunk(rows, r) · Bᵀ, with Bᵀ stored (r, out)
                 BLAS.sgemm(CblasNoTrans, CblasNoTrans, m: rows, n: p.outputs, k: p.rank, alpha: p.scale, a: shrunk, lda: p.rank,
                            b: bTransposed, ldb: p.outputs, beta: 1, c: output + first * outputStride + offset, ldc: outputStride)

@@ -14,17 +14,20 @@ public struct RuntimeConfiguration: Sendable, Codable, Equatable {
         public var weightLayout: WeightLayout = .interleaved
         /// KV cache precision (`--kv-precision`).
         public var kvPrecision: KVPrecision = .f16
+        /// Row counts at which linear layers change matmul path (measured defaults).
+        public var rowLimits = MatmulRowLimits()
 
         public init() {}
 
         enum CodingKeys: String, CodingKey {
             // "Mib" so that snake_case keys read weight_memory_mib.
-            case path, weightMemoryMiB = "weightMemoryMib", activations, weightLayout, kvPrecision
+            case path, weightMemoryMiB = "weightMemoryMib", activations, weightLayout, kvPrecision, rowLimits
         }
 
         /// The loader's options.
         public var loadOptions: ModelLoadOptions {
-            ModelLoadOptions(weightMemory: weightMemoryMiB << 20, activations: activations, layout: weightLayout, kvCache: kvPrecision)
+            ModelLoadOptions(weightMemory: weightMemoryMiB << 20, activations: activations, layout: weightLayout, kvCache: kvPrecision,
+                             rowLimits: rowLimits)
         }
     }
 
@@ -116,12 +119,17 @@ public struct RuntimeConfiguration: Sendable, Codable, Equatable {
             throw ConfigurationError(file: "", field: "server.drain_seconds", why: "must be >= 0, got \(server.drainSeconds)")
         }
         guard model.weightMemoryMiB >= 0 else { throw ConfigurationError(file: "", field: "model.weight_memory_mib", why: "must be >= 0") }
+        let limits = model.rowLimits
+        for (name, v) in [("few_rows", limits.fewRows), ("stored", limits.stored), ("interleaved", limits.interleaved ?? 0)] where v < 0 {
+            throw ConfigurationError(file: "", field: "model.row_limits.\(name)", why: "must be >= 0, got \(v)")
+        }
     }
 
     /// A value with every optional field set, so its encoding lists every key a file may use.
     private static var fullySpecified: RuntimeConfiguration {
         var c = RuntimeConfiguration()
         c.model.path = ""
+        c.model.rowLimits.interleaved = 1
         c.compute.threads = 1
         c.server.adaptersDirectory = ""
         c.server.modelName = ""

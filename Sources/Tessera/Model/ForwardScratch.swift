@@ -31,6 +31,8 @@ public final class ForwardScratch: @unchecked Sendable {
     private var loraSegmentCapacity = 1
     /// How LoRA deltas are computed on this compute thread.
     public var loraKernel: LoRAKernel = .automatic
+    /// Where linear layers change matmul path (the model's ``LlamaModel/rowLimits`` by default).
+    public var rowLimits = MatmulRowLimits()
     /// How activations meet block-quantized weights: two 8-bit levels and integer dot products
     /// (``ActivationPrecision/q8x2``, the default: the f32 path's tokens), one 8-bit level
     /// (``ActivationPrecision/q8``, as llama.cpp: fastest for big batches and prefill), or f32

@@ -4,8 +4,8 @@ extension LlamaModel {
     /// Seconds per pass through every layer's linear weights (qkv, o, gate|up, down of all
     /// layers) at `rows` rows, through each matmul path: the weight-type kernel reading the
     /// stored blocks, and dequantized tiles + sgemm. Medians of `runs`. This is how
-    /// ``storedRowsLimit`` was chosen (`tessera bench-matmul`, bench/RESULTS.md). Run it on
-    /// a compute thread; it changes ``storedRowsLimit`` and ``interleavedRowsLimit`` while it runs.
+    /// ``MatmulRowLimits/stored`` was chosen (`tessera bench-matmul`, bench/RESULTS.md). Run it
+    /// on a compute thread.
     public func benchmarkLinearPaths(rows: Int, runs: Int) throws(InferenceError) -> (stored: Double, tiled: Double) {
         let scratch = makeScratch()
         try scratch.reserve(rows: rows, logitRows: 1, scores: 1)
@@ -23,7 +23,8 @@ extension LlamaModel {
             }
         }
         func time(limit: Int) -> Double {
-            Self.withKernelRowsLimit(limit) { measure() }
+            scratch.rowLimits = .kernel(upTo: limit)
+            return measure()
         }
         func measure() -> Double {
             pass()

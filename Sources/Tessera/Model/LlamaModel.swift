@@ -14,34 +14,6 @@ public final class LlamaModel: Sendable {
     /// The file or directory it came from.
     public let source: String
 
-    /// Up to this many rows, linear layers use the few-rows kernel instead of sgemm (measured:
-    /// `tessera bench-lora` / `bench-engine`, see bench/RESULTS.md).
-    nonisolated(unsafe) public static var fewRowsLimit = 16
-
-    /// Up to this many rows, weights kept in their stored layout are read in place by the
-    /// weight-type kernel; above, tiles are dequantized for sgemm. Measured with `tessera
-    /// bench-matmul --weight-layout stored` on SmolLM2 Q4_1, 2 threads, AVX2 (bench/RESULTS.md):
-    /// the kernel is faster up to 32 rows (7.0 vs 60 ms a pass at 1 row, 165 vs 182 at 32), tiles
-    /// from 64 (298 vs 330).
-    nonisolated(unsafe) public static var storedRowsLimit = 48
-
-    /// The same limit for matrices whose every part is interleaved (``WeightLayout/interleaved``)
-    /// with 8-bit activations: none. Measured with `tessera bench-matmul` on SmolLM2 Q4_1, 2
-    /// threads, AVX2 (bench/RESULTS.md): the interleaved kernel is faster than dequantized tiles +
-    /// sgemm at every row count up to 512 (3.9 vs 68 ms a pass at 1 row, 84 vs 186 at 32, 1307
-    /// vs 1621 at 512), and than sgemm over f32 copies (about 1600 ms at 512).
-    nonisolated(unsafe) public static var interleavedRowsLimit = Int.max
-
-    /// Sets ``storedRowsLimit`` and ``interleavedRowsLimit`` for the duration of `body` (tests and
-    /// benchmarks that force one matmul path).
-    public static func withKernelRowsLimit<T>(_ limit: Int, _ body: () throws -> T) rethrows -> T {
-        let saved = (storedRowsLimit, interleavedRowsLimit)
-        storedRowsLimit = limit
-        interleavedRowsLimit = limit
-        defer { (storedRowsLimit, interleavedRowsLimit) = saved }
-        return try body()
-    }
-
     /// Segments of at least this many rows of one sequence compute attention with sgemm.
     static let gemmAttentionMinimumRows = 8
 
@@ -49,12 +21,16 @@ public final class LlamaModel: Sendable {
     public let activations: ActivationPrecision
     /// Precision of the KV caches `makeCache` makes (and the engine's pool), chosen at load.
     public let kvPrecision: KVPrecision
+    /// Where linear layers change matmul path; every scratch `makeScratch` makes starts from them.
+    public let rowLimits: MatmulRowLimits
     /// LoRA targets per projection input, with their column offsets in the projection's output
     /// (q, k, v and gate, up each go to one fused call); made once here, not per pass.
     let loraTargets: (qkv: [(target: LoRATarget, offset: Int)], o: [(target: LoRATarget, offset: Int)],
                       gateUp: [(target: LoRATarget, offset: Int)], down: [(target: LoRATarget, offset: Int)])
 
-    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f16) {
+    init(config: LlamaConfig, weights: LlamaWeights, source: String, activations: ActivationPrecision = .q8x2, kvPrecision: KVPrecision = .f16,
+         rowLimits: MatmulRowLimits = MatmulRowLimits()) {
+        self.rowLimits = rowLimits
         self.config = config
         self.weights = weights
         self.source = source
@@ -94,6 +70,7 @@ public final class LlamaModel: Sendable {
     public func makeScratch() -> ForwardScratch {
         let s = ForwardScratch(config: config)
         s.activations = activations
+        s.rowLimits = rowLimits
         return s
     }
 
@@ -299,8 +276,8 @@ public final class LlamaModel: Sendable {
 
     /// output(rows, outputs) (+)= scale · input(rows, inputs) · weight(outputs, inputs)ᵀ.
     ///
-    /// Weights in their stored type: up to ``storedRowsLimit`` rows (``interleavedRowsLimit``
-    /// for interleaved matrices; always in
+    /// Weights in their stored type: up to the scratch's ``MatmulRowLimits/stored`` rows
+    /// (``MatmulRowLimits/interleaved`` for interleaved matrices; always in
     /// deterministic mode) the weight-type kernel reads them in place, with 8-bit activations
     /// for block-quantized weights (``ActivationPrecision/q8``); more rows dequantize tiles of
     /// weights (or use the f32 copy) for sgemm with f32 activations, which is where compute,
@@ -312,18 +289,21 @@ public final class LlamaModel: Sendable {
         let inputs = w.inputs, outputs = w.outputs
         if w.partCount == 0, let dense = w.dense {
             denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
-                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: rowwise)
+                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: rowwise,
+                        fewRowsLimit: scratch.rowLimits.fewRows)
             return
         }
         // Few rows (always in deterministic mode): the weight-type kernel. With an f32 copy,
         // sgemm over it wins from a few rows on; without, dequantized tiles from more; for
         // interleaved matrices with 8-bit activations, the kernel at any row count.
-        let limit = w.dense != nil ? fewRowsLimit
-            : w.isInterleaved && scratch.activations != .f32 ? interleavedRowsLimit : storedRowsLimit
+        let limits = scratch.rowLimits
+        let limit = w.dense != nil ? limits.fewRows
+            : w.isInterleaved && scratch.activations != .f32 ? limits.interleavedLimit : limits.stored
         let many = !rowwise && rows > limit
         if many, let dense = w.dense {
             denseLinear(rows: rows, input: input, inputStride: inputStride, weight: dense.pointer, outputs: outputs, inputs: inputs,
-                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false)
+                        output: output, outputStride: outputStride, accumulate: accumulate, scale: scale, rowwise: false,
+                        fewRowsLimit: limits.fewRows)
             return
         }
         guard many, let tile = scratch.weightTile else {
@@ -353,7 +333,7 @@ public final class LlamaModel: Sendable {
     @inline(__always)
     static func denseLinear(rows: Int, input: UnsafePointer<Float>, inputStride: Int, weight: UnsafePointer<Float>,
                             outputs: Int, inputs: Int, output: UnsafeMutablePointer<Float>, outputStride: Int, accumulate: Bool,
-                            scale: Float = 1, rowwise: Bool = false) {
+                            scale: Float = 1, rowwise: Bool = false, fewRowsLimit: Int) {
         if rows == 1 && !rowwise {
             // One row: sgemv over slices of W's rows, a little faster than the few-rows kernel
             // (bench/RESULTS.md, model benchmark).
