@@ -7,7 +7,7 @@ struct TesseraCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Serve one shared base LLM to many tenants, each with their own LoRA adapters.",
-        subcommands: [GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
+        subcommands: [UsageCommand.self, AuditCommand.self, GenerateCommand.self, ScoreCommand.self, TokenizeCommand.self, DetokenizeCommand.self,
                       RunBatchCommand.self, ServeCommand.self, TenantsCommand.self, ModelsCommand.self, AdaptersCommand.self, BenchModelCommand.self, BenchLoRACommand.self, BenchEngineCommand.self, BenchMatmulCommand.self]
     )
 }

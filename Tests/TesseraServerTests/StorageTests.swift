@@ -73,4 +73,62 @@ final class StorageTests: XCTestCase {
         XCTAssertFalse(APIKey.constantTimeEqual(Data([1, 2, 3]), Data([1, 2, 4])))
         XCTAssertFalse(APIKey.constantTimeEqual(Data([1, 2, 3]), Data([1, 2])))
     }
+
+    func testLedgerRowsAreWrittenOnceAndReportedPerTenantAdapterAndDay() async throws {
+        let (s, _) = try makeStorage()
+        let a = try await s.addTenant(name: "a", role: .tenant, keyHash: APIKey.generate().hash, keyPrefix: "tsr_a")
+        let b = try await s.addTenant(name: "b", role: .tenant, keyHash: APIKey.generate().hash, keyPrefix: "tsr_b")
+        func row(_ id: String, _ t: TenantRecord, adapter: String?, p: Int, c: Int, cached: Bool = false) -> UsageRecord {
+            UsageRecord(requestId: id, tenantId: t.id, keyId: 1, adapter: adapter, adapterVersion: adapter == nil ? nil : 1, promptTokens: p,
+                        cachedPromptTokens: 0, completionTokens: c, finishReason: "stop", status: 200, queueMs: 1, ttftMs: 2, totalMs: 3,
+                        cachedResponse: cached, promptLayerVersion: nil)
+        }
+        try await s.recordUsage([row("r1", a, adapter: nil, p: 10, c: 5), row("r2", a, adapter: "x", p: 7, c: 3), row("r3", b, adapter: "x", p: 1, c: 1, cached: true)])
+        try await s.recordUsage([row("r1", a, adapter: nil, p: 10, c: 5)])  // the same request again: kept once
+        let byTenant = try await s.usageReport(UsageQuery(by: .tenant))
+        XCTAssertEqual(byTenant.map(\.key), ["a", "b"])
+        XCTAssertEqual(byTenant.map(\.requests), [2, 1])
+        XCTAssertEqual(byTenant.map(\.promptTokens), [17, 1])
+        XCTAssertEqual(byTenant.map(\.cachedResponses), [0, 1])
+        let byAdapter = try await s.usageReport(UsageQuery(by: .adapter))
+        XCTAssertEqual(byAdapter.map(\.key), [nil, "x"])
+        let dayB = try await s.usageReport(UsageQuery(tenant: "b", by: .day))
+        XCTAssertEqual(dayB.map(\.requests), [1])
+        let usedA = try await s.tokensUsed(tenantId: a.id, since: Date(timeIntervalSince1970: 0))
+        let usedB = try await s.tokensUsed(tenantId: b.id, since: Date(timeIntervalSince1970: 0))
+        XCTAssertEqual(usedA, 25)
+        XCTAssertEqual(usedB, 0, "cached responses cost no compute")
+    }
+
+    func testRemoveIsSoftLimitsPersistAndPurgeErases() async throws {
+        let (s, _) = try makeStorage()
+        let k = APIKey.generate()
+        _ = try await s.addTenant(name: "t", role: .tenant, keyHash: k.hash, keyPrefix: k.displayPrefix)
+        var l = TenantLimits()
+        l.rpm = 5
+        l.monthlyTokens = 1000
+        try await s.setLimits(tenant: "t", l)
+        let limited = try await s.principal(forKeyHash: k.hash)
+        XCTAssertEqual(limited?.limits, l)
+        try await s.removeTenant(name: "t")
+        let removed = try await s.principal(forKeyHash: k.hash)
+        XCTAssertNil(removed)
+        try await s.restoreTenant(name: "t")
+        let back = try await s.principal(forKeyHash: k.hash)
+        XCTAssertEqual(back?.limits.rpm, 5)
+        try await s.purgeTenant(name: "t")
+        let gone = try await s.tenant(named: "t")
+        XCTAssertNil(gone)
+        l.rpm = 0
+        XCTAssertEqual(l.invalidField()?.0, "rpm")
+    }
+
+    func testAuthFailuresAddUpInOneRowPerActorAndMinute() async throws {
+        let (s, _) = try makeStorage()
+        let minute = Date(timeIntervalSince1970: 1_800_000_000)
+        for _ in 0..<3 { try await s.recordAuthFailures(actor: "key:tsr_abcd", minute: minute, count: 2) }
+        try await s.recordAuthFailures(actor: "key:tsr_abcd", minute: minute.addingTimeInterval(60), count: 1)
+        let entries = try await s.audit(limit: 10, since: nil)
+        XCTAssertEqual(entries.map(\.result), ["6 failures", "1 failures"])
+    }
 }

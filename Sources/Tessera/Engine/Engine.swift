@@ -43,6 +43,10 @@ public final class Engine: Sendable {
         var arrivals: [EngineSequence] = []
         var cancelled: Set<UInt64> = []
         var queuedPerTenant: [String: Int] = [:]
+        /// Per-tenant overrides of the queued limit and the fair-share weight (``setTenantPolicy``).
+        var queuedLimits: [String: Int] = [:]
+        var tenantWeights: [String: Double] = [:]
+        var weightsChanged = false
         var nextID: UInt64 = 1
         var stats = Statistics()
     }
@@ -78,6 +82,23 @@ public final class Engine: Sendable {
     /// A snapshot of the counters.
     public var statistics: Statistics { inbox.withLock { $0.stats } }
 
+    /// Requests of `tenant` waiting in the queue now (submitted, not yet admitted).
+    public func queuedCount(tenant: String) -> Int { inbox.withLock { $0.queuedPerTenant[tenant, default: 0] } }
+
+    /// Changes one tenant's fair-share weight and queued limit while the engine runs (nil: the
+    /// configuration's). The next scheduling step uses the weight; the next submission, the limit.
+    public func setTenantPolicy(tenant: String, weight: Double?, maxQueued: Int?) {
+        inbox.withLock { s in
+            if s.tenantWeights.isEmpty && !configuration.tenantWeights.isEmpty { s.tenantWeights = configuration.tenantWeights }
+            let w = weight.flatMap { $0 > 0 && $0.isFinite ? $0 : nil } ?? configuration.tenantWeights[tenant]
+            if s.tenantWeights[tenant] != w {
+                s.tenantWeights[tenant] = w
+                s.weightsChanged = true
+            }
+            s.queuedLimits[tenant] = maxQueued.map { max(0, $0) }
+        }
+    }
+
     /// Submits a request; its events arrive on the returned stream. Cancelling the task that
     /// consumes the stream (or dropping the stream) cancels the request. A request refused at
     /// once (a full tenant queue, a bad prompt, an unknown adapter) ends the stream with an
@@ -87,9 +108,10 @@ public final class Engine: Sendable {
         let admission: Result<UInt64, EngineError> = inbox.withLock { s in
             guard s.state == .running else { return .failure(.notRunning) }
             let queued = s.queuedPerTenant[request.tenant, default: 0]
-            guard queued < configuration.maxQueuedPerTenant else {
+            let limit = s.queuedLimits[request.tenant] ?? configuration.maxQueuedPerTenant
+            guard queued < limit else {
                 s.stats.rejections += 1
-                return .failure(.tenantQueueFull(tenant: request.tenant, limit: configuration.maxQueuedPerTenant))
+                return .failure(.tenantQueueFull(tenant: request.tenant, limit: limit))
             }
             s.queuedPerTenant[request.tenant] = queued + 1
             s.stats.queued += 1

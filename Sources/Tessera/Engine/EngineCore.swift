@@ -32,10 +32,11 @@ final class EngineCore: @unchecked Sendable {
 
     static func loop(core: EngineCore, inbox: Protected<Engine.Inbox>, wakeup: NSCondition) {
         while true {
-            let (arrivals, cancelled, state) = inbox.withLock { s in
-                defer { s.arrivals.removeAll(); s.cancelled.removeAll() }
-                return (s.arrivals, s.cancelled, s.state)
+            let (arrivals, cancelled, state, weights) = inbox.withLock { s in
+                defer { s.arrivals.removeAll(); s.cancelled.removeAll(); s.weightsChanged = false }
+                return (s.arrivals, s.cancelled, s.state, s.weightsChanged ? s.tenantWeights : nil)
             }
+            if let weights { core.queues.weights = weights }
             core.cancelled.formUnion(cancelled)
             for seq in arrivals { core.queues.enqueue(seq, tenant: seq.request.tenant) }
             if state == .stopped {
@@ -90,6 +91,7 @@ final class EngineCore: @unchecked Sendable {
                 if !shared.isEmpty {
                     cache.adopt(sharedBlocks: shared, positions: shared.count * pool.blockSize)
                     counters.prefixHitBlocks += shared.count
+                    if seq.firstAdmittedAt == nil { seq.cachedPromptTokens = min(shared.count * pool.blockSize, seq.promptCount) }
                 }
             }
             let rows = min(seq.pending, budget - used)
@@ -101,6 +103,7 @@ final class EngineCore: @unchecked Sendable {
                 break
             }
             seq.admittedStep = step
+            if seq.firstAdmittedAt == nil { seq.firstAdmittedAt = .now }
             running.append(seq)
             runningPerTenant[tenant, default: 0] += 1
             metrics.admitted(tenant: tenant, adapter: seq.request.adapter)

@@ -50,6 +50,21 @@ public struct EngineRequest: Sendable {
 public struct Usage: Sendable, Equatable, Codable {
     public var promptTokens: Int
     public var completionTokens: Int
+    /// Prompt tokens whose KV blocks came from the prefix cache instead of being computed.
+    public var cachedPromptTokens = 0
+    /// Seconds from submission to first admission into a running batch.
+    public var queueSeconds: Double?
+    /// Seconds from submission to the first generated token.
+    public var timeToFirstTokenSeconds: Double?
+
+    public init(promptTokens: Int, completionTokens: Int, cachedPromptTokens: Int = 0, queueSeconds: Double? = nil,
+                timeToFirstTokenSeconds: Double? = nil) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.cachedPromptTokens = cachedPromptTokens
+        self.queueSeconds = queueSeconds
+        self.timeToFirstTokenSeconds = timeToFirstTokenSeconds
+    }
 }
 
 /// One of the most likely tokens at a position, with its log-probability.

@@ -23,6 +23,9 @@ final class EngineSequence {
     var admittedStep: UInt64 = 0
     /// Whether the prompt's full blocks were offered to the prefix cache.
     var prefixPublished = false
+    /// When it was first admitted, and how many prompt tokens the prefix cache gave it then.
+    var firstAdmittedAt: ContinuousClock.Instant?
+    var cachedPromptTokens = 0
 
     init(id: UInt64, request: EngineRequest, promptTokens: [Int32], maxTokens: Int, lease: AdapterLease?, tokenizer: Tokenizer?,
          continuation: AsyncThrowingStream<EngineEvent, Error>.Continuation) {
@@ -44,5 +47,11 @@ final class EngineSequence {
     var generatedCount: Int { tokens.count - promptCount }
     /// Tokens not yet in the KV cache (at least one while running: the next input).
     var pending: Int { tokens.count - (cache?.count ?? 0) }
-    var usage: Usage { Usage(promptTokens: promptCount, completionTokens: generatedCount) }
+    var usage: Usage {
+        func seconds(_ t: ContinuousClock.Instant?) -> Double? {
+            t.map { let d = $0 - submittedAt; return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        }
+        return Usage(promptTokens: promptCount, completionTokens: generatedCount, cachedPromptTokens: cachedPromptTokens,
+                     queueSeconds: seconds(firstAdmittedAt), timeToFirstTokenSeconds: seconds(firstTokenAt))
+    }
 }

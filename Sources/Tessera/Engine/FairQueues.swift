@@ -9,7 +9,8 @@
 struct FairQueues<Item> {
     private var queues: [String: [Item]] = [:]
     private(set) var counters: [String: Double] = [:]
-    let weights: [String: Double]
+    /// Weights by tenant (1 when absent); changeable while running (the next charge uses them).
+    var weights: [String: Double]
 
     init(weights: [String: Double]) { self.weights = weights }
 

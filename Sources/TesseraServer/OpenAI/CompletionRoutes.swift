@@ -15,6 +15,9 @@ extension TesseraServer {
         var top: [[TokenAlternative]] = []
         var finishReason: String?
         var completionTokens = 0
+        var cachedPromptTokens = 0
+        var queueSeconds: Double?
+        var ttftSeconds: Double?
     }
 
     func handleGeneration(_ request: Request, kind: OpenAIGenerationRequest.Kind) async throws -> Response {
@@ -26,8 +29,18 @@ extension TesseraServer {
         var request = request
         let principal = try await authenticate(request)
         let body = try await collectJSON(&request)
-        let g = try OpenAIGenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
+        var g = try OpenAIGenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
         let adapter = try resolveModel(g.model, for: principal)
+        let adapterVersion = adapter.flatMap { adapters.registration($0)?.version }
+        let limits = principal.limits
+        if let cap = limits.maxTokens, let asked = g.maxTokens, asked > cap {
+            // Asked for: a 400. The endpoint's default (completions: 16): the tenant's cap.
+            guard body["max_tokens"] == nil && body["max_completion_tokens"] == nil else {
+                let field = kind == .chat && body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
+                throw APIError.badRequest("'\(field)' is \(asked), above this tenant's limit of \(cap) tokens per request.", param: field)
+            }
+            g.maxTokens = cap
+        }
         let prompts = try g.prompts.map(tokenize)
         let limit = contextLimit
         let promptField = kind == .chat ? "messages" : "prompt"
@@ -42,7 +55,7 @@ extension TesseraServer {
                 throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, your \(kind == .chat ? "messages resulted in" : "prompt has") \(tokens.count) tokens.",
                                           param: promptField, code: "context_length_exceeded")
             }
-            let maxTokens = g.maxTokens ?? (limit - tokens.count)
+            let maxTokens = g.maxTokens ?? min(limit - tokens.count, limits.maxTokens ?? Int.max)
             guard tokens.count + maxTokens <= limit else {
                 let field = kind == .chat && body["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens"
                 throw APIError.badRequest("This model's maximum context length is \(limit) tokens. However, you requested \(tokens.count + maxTokens) tokens (\(tokens.count) in the \(promptField), \(maxTokens) for the completion). Please reduce '\(field)'.",
@@ -59,13 +72,39 @@ extension TesseraServer {
                 engineRequests.append(er)
             }
         }
+        // Limits before admission: a throttled tenant costs the engine nothing.
+        let cost = engineRequests.reduce(0) { $0 + $1.maxTokens } + promptTokenTotal
+        let monthly = limits.monthlyTokens != nil ? try await limiter.monthlyUsed(principal.tenantId, storage: storage) : nil
+        let ticket = try limiter.admit(principal, tokens: cost, monthlyUsed: monthly)
+        engine.setTenantPolicy(tenant: principal.tenant, weight: limits.weight, maxQueued: limits.queued)
+        var ticketHeld = true
+        defer { if ticketHeld { limiter.release(ticket, usedTokens: cost) } }
+        let promptTotal = promptTokenTotal, modelName = g.model
+        let ledgerRow = { @Sendable [self] (results: [ChoiceResult], finish: String, status: Int) -> UsageRecord in
+            let completion = results.reduce(0) { $0 + $1.completionTokens }
+            return UsageRecord(requestId: requestId, tenantId: principal.tenantId, keyId: principal.keyId, adapter: adapter == nil ? nil : modelName,
+                               adapterVersion: adapterVersion, promptTokens: promptTotal,
+                               cachedPromptTokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, completionTokens: completion,
+                               finishReason: finish, status: status, queueMs: results.compactMap(\.queueSeconds).max().map { $0 * 1000 },
+                               ttftMs: results.compactMap(\.ttftSeconds).min().map { $0 * 1000 },
+                               totalMs: Double(Self.milliseconds(since: started)) ?? 0, cachedResponse: false, promptLayerVersion: nil)
+        }
+        let finishRow = { @Sendable [self] (row: UsageRecord) async in
+            await ledger.record(row)
+            limiter.release(ticket, usedTokens: row.promptTokens + row.completionTokens)
+            if row.status == 200 { await noteMonthlyUsage(principal, tokens: row.promptTokens + row.completionTokens) }
+        }
         let choices = ChoiceStreams(engine: engine, requests: engineRequests)
         // Wait for the first event, so a refusal (a full queue, an adapter that cannot load)
         // still gets its own status instead of a 200 stream that fails.
         let first = await choices.next()
         if case .failed(_, let error) = first {
             choices.cancel()
-            throw apiError(for: error, model: g.model)
+            var e = apiError(for: error, model: g.model)
+            if case .tenantQueueFull = error as? EngineError, limits.queued != nil {
+                e = TenantLimiter.rateLimited("Too many queued requests (limit \(limits.queued ?? 0)).", type: "requests", seconds: 1)
+            }
+            throw e
         }
         choices.pushBack(first)
         let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + requestId.dropFirst(4)
@@ -76,6 +115,7 @@ extension TesseraServer {
                                        "kind": "\(kind == .chat ? "chat" : "completion")", "stream": "\(g.stream)"]
         if g.stream {
             streaming = true
+            ticketHeld = false
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-cache"
@@ -83,11 +123,22 @@ extension TesseraServer {
             return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
                 defer { leave() }
                 var status = "200"
+                var results = Array(repeating: ChoiceResult(), count: context.request.n * context.request.prompts.count)
+                var recorded = false
                 do {
-                    try await streamChoices(choices, context: context, writer: &writer)
+                    try await streamChoices(choices, context: context, writer: &writer, results: &results) { results, failed in
+                        // The row is committed before the client reads [DONE].
+                        recorded = true
+                        await finishRow(ledgerRow(results, failed ? "error" : (results.first?.finishReason ?? "length"), failed ? 500 : 200))
+                    }
                 } catch {
                     choices.cancel()
                     status = "disconnected"
+                    if !recorded {
+                        recorded = true
+                        // Billed for the tokens computed before the client went away.
+                        await finishRow(ledgerRow(results, "disconnected", 499))
+                    }
                 }
                 var meta = fields
                 meta["status"] = "\(status)"
@@ -102,10 +153,15 @@ extension TesseraServer {
             case .end: break loop
             case .failed(_, let error):
                 choices.cancel()
-                throw apiError(for: error, model: g.model)
+                let e = apiError(for: error, model: g.model)
+                await finishRow(ledgerRow(results, "error", Int(e.status.code)))
+                ticketHeld = false
+                throw e
             case .event(let i, let event): Self.accumulate(event, into: &results[i])
             }
         }
+        await finishRow(ledgerRow(results, results.first?.finishReason ?? "length", 200))
+        ticketHeld = false
         var meta = fields
         meta["status"] = "200"
         meta["ms"] = "\(Self.milliseconds(since: started))"
@@ -131,6 +187,9 @@ extension TesseraServer {
         case .finished(let reason, let usage):
             r.finishReason = Self.finishReason(reason)
             r.completionTokens = usage.completionTokens
+            r.cachedPromptTokens = usage.cachedPromptTokens
+            r.queueSeconds = usage.queueSeconds
+            r.ttftSeconds = usage.timeToFirstTokenSeconds
         }
     }
 
@@ -192,7 +251,8 @@ extension TesseraServer {
     }
 
     /// Writes the server-sent events of every choice, then the usage chunk and `[DONE]`.
-    func streamChoices(_ choices: ChoiceStreams, context: ResponseContext, writer: inout any ResponseBodyWriter) async throws {
+    func streamChoices(_ choices: ChoiceStreams, context: ResponseContext, writer: inout any ResponseBodyWriter,
+                       results: inout [ChoiceResult], beforeDone: ([ChoiceResult], Bool) async -> Void) async throws {
         func send(_ object: [String: Any]) async throws {
             var data = Data("data: ".utf8)
             data += (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
@@ -211,14 +271,18 @@ extension TesseraServer {
                 // Streaming has started: the error goes as an event, which the openai client raises.
                 try await send(apiError(for: error, model: context.model).body)
                 choices.cancel()
+                await beforeDone(results, true)
                 try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                 return
             case .event(let i, .delta(let text, let ids, let lps, let top)):
+                // Tokens counted as they arrive: a client that leaves is billed for what was computed.
+                if i < results.count { results[i].completionTokens += ids.count }
                 guard !text.isEmpty || lps != nil else { continue }
                 let logprobs = lps.map { context.logprobsObject(ids: ids, logprobs: $0, top: top ?? []) }
                 try await send(context.chunk(choice: i, role: false, text: text, logprobs: logprobs, finishReason: nil))
             case .event(let i, .finished(let reason, let usage)):
                 completionTokens += usage.completionTokens
+                if i < results.count { Self.accumulate(.finished(reason: reason, usage: usage), into: &results[i]) }
                 try await send(context.chunk(choice: i, role: false, text: nil, logprobs: nil, finishReason: Self.finishReason(reason)))
             }
         }
@@ -228,6 +292,7 @@ extension TesseraServer {
             usage["usage"] = context.usage(completionTokens: completionTokens)
             try await send(usage)
         }
+        await beforeDone(results, false)
         try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
     }
 }

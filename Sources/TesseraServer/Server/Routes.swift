@@ -30,8 +30,94 @@ extension TesseraServer {
         router.delete("/v1/admin/adapters/{name}") { [self] request, context in
             try await adminUnregister(request, name: context.parameters.get("name") ?? "")
         }
+        router.get("/v1/admin/tenants/{name}/limits") { [self] request, context in
+            try await adminLimits(request, tenant: context.parameters.get("name") ?? "", update: false)
+        }
+        router.put("/v1/admin/tenants/{name}/limits") { [self] request, context in
+            try await adminLimits(request, tenant: context.parameters.get("name") ?? "", update: true)
+        }
+        router.get("/v1/admin/usage") { [self] request, _ in
+            _ = try await requireAdmin(request)
+            return try await usageResponse(request, tenant: request.uri.queryParameters.get("tenant"))
+        }
+        router.get("/v1/usage") { [self] request, _ in
+            let p = try await authenticate(request)
+            return try await usageResponse(request, tenant: p.tenant)
+        }
+        router.get("/v1/admin/audit") { [self] request, _ in
+            _ = try await requireAdmin(request)
+            let limit = request.uri.queryParameters.get("limit").flatMap(Int.init) ?? 1000
+            let iso = ISO8601DateFormatter()
+            let entries = try await storage.audit(limit: max(1, min(limit, 100_000)), since: nil).map {
+                ["time": iso.string(from: $0.time), "actor": $0.actor, "action": $0.action, "target": $0.target, "result": $0.result]
+            }
+            return Self.json(["object": "list", "data": entries])
+        }
         router.post("/v1/load_lora_adapter") { [self] request, _ in try await vllmLoad(request) }
         router.post("/v1/unload_lora_adapter") { [self] request, _ in try await vllmUnload(request) }
+    }
+
+    // MARK: Tenancy
+
+    /// Reads, or with `update` replaces the given keys of (null clears), a tenant's limits.
+    func adminLimits(_ request: Request, tenant: String, update: Bool) async throws -> Response {
+        let admin = try await requireAdmin(request)
+        var l: TenantLimits
+        do { l = try await storage.limits(tenant: tenant) } catch StorageError.tenantNotFound {
+            throw APIError(status: .notFound, message: "No tenant named '\(tenant)'.", type: "invalid_request_error", param: "name", code: "tenant_not_found")
+        }
+        if update {
+            var request = request
+            let body = try await collectJSON(&request)
+            let known = Set(["rpm", "tpm", "concurrency", "queued", "max_tokens", "monthly_tokens", "alert_threshold", "weight", "cache", "max_adapters", "adapter_bytes"])
+            if let unknown = body.keys.sorted().first(where: { !known.contains($0) }) {
+                throw APIError.badRequest("Unknown limit '\(unknown)'.", param: unknown, code: "unknown_parameter")
+            }
+            let f = RequestFields(body)
+            func int(_ key: String, _ field: inout Int?) throws {
+                guard let v = body[key] else { return }
+                field = v == .null ? nil : try f.integer(key)
+            }
+            try int("rpm", &l.rpm)
+            try int("tpm", &l.tpm)
+            try int("concurrency", &l.concurrency)
+            try int("queued", &l.queued)
+            try int("max_tokens", &l.maxTokens)
+            try int("monthly_tokens", &l.monthlyTokens)
+            try int("max_adapters", &l.maxAdapters)
+            try int("adapter_bytes", &l.adapterBytes)
+            if body["alert_threshold"] != nil { l.alertThreshold = try f.number("alert_threshold") ?? 0.8 }
+            if body["weight"] != nil { l.weight = try f.number("weight") ?? 1 }
+            if body["cache"] != nil { l.cache = try f.bool("cache") ?? true }
+            if let (field, why) = l.invalidField() { throw APIError.badRequest("'\(field)' \(why).", param: field) }
+            try await storage.setLimits(tenant: tenant, l)
+            await auditor.record(actor: admin.tenant, action: "limits.set", target: tenant, result: "ok")
+        }
+        let data = try JSONEncoder().encode(l)
+        let limits = (try? JSONSerialization.jsonObject(with: data)) ?? [:]
+        return Self.json(["tenant": tenant, "limits": limits])
+    }
+
+    /// Ledger totals, `by` tenant, adapter or day; `tenant` scopes them (a tenant sees only its own).
+    func usageResponse(_ request: Request, tenant: String?) async throws -> Response {
+        let q = request.uri.queryParameters
+        let byText = q.get("by") ?? "tenant"
+        guard let by = UsageGrouping(rawValue: byText) else { throw APIError.badRequest("'by' must be tenant, adapter or day.", param: "by") }
+        func day(_ key: String) throws -> Date? {
+            guard let text = q.get(key) else { return nil }
+            let f = DateFormatter()
+            f.locale = Locale(identifier: "en_US_POSIX")
+            f.timeZone = TimeZone(identifier: "UTC")
+            f.dateFormat = "yyyy-MM-dd"
+            guard let d = f.date(from: text) else { throw APIError.badRequest("'\(key)' must be YYYY-MM-DD.", param: key) }
+            return d
+        }
+        let rows = try await storage.usageReport(UsageQuery(tenant: tenant, since: try day("since"), until: try day("until"), by: by))
+        let data: [[String: Any]] = rows.map { r in
+            [by.rawValue: r.key as Any? ?? NSNull(), "requests": r.requests, "prompt_tokens": r.promptTokens, "cached_prompt_tokens": r.cachedPromptTokens,
+             "completion_tokens": r.completionTokens, "cached_responses": r.cachedResponses]
+        }
+        return Self.json(["object": "list", "data": data])
     }
 
     static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {

@@ -1,5 +1,6 @@
 import Foundation
 import Prometheus
+import Synchronization
 import Tessera
 
 /// `/metrics`: the swift-metrics series (the engine's per-tenant and per-adapter counters,
@@ -11,6 +12,10 @@ final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry?
 
     init(registry: PrometheusCollectorRegistry?) { self.registry = registry }
+
+    /// Tenants past their budget's alert threshold this month.
+    private let alerts = Mutex(Set<String>())
+    func budgetAlert(tenant: String) { alerts.withLock { _ = $0.insert(tenant) } }
 
     func render(engine: Engine.Statistics, configuration: RuntimeConfiguration, resident: [(name: String, rank: Int)]) -> String {
         var out = registry?.emitToString() ?? ""
@@ -33,6 +38,9 @@ final class ServerMetrics: Sendable {
         for a in resident {
             out += "tessera_lora_adapter_loaded{adapter_name=\"\(Self.escape(a.name))\",level=\"cpu\",rank=\"\(a.rank)\"} 1\n"
         }
+        let alerted = alerts.withLock { $0.sorted() }
+        out += "# HELP tessera_tenant_budget_alert 1 when the tenant crossed its monthly budget's alert threshold.\n# TYPE tessera_tenant_budget_alert gauge\n"
+        for t in alerted { out += "tessera_tenant_budget_alert{tenant=\"\(Self.escape(t))\"} 1\n" }
         return out
     }
 

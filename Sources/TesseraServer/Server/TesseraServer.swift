@@ -24,6 +24,9 @@ public final class TesseraServer: Sendable {
     let createdAt = Int(Date().timeIntervalSince1970)
     let logger: Logger
     let metrics: ServerMetrics
+    let limiter = TenantLimiter()
+    let ledger: UsageLedger
+    let auditor: Auditor
 
     struct Lifecycle {
         var state: State = .running
@@ -49,6 +52,8 @@ public final class TesseraServer: Sendable {
         modelName = configuration.server.modelName ?? ((modelPath as NSString).lastPathComponent as NSString).deletingPathExtension
         engine = try Engine(model: bundle.model, tokenizer: tokenizer, adapters: adapters, configuration: configuration.engine)
         metrics = ServerMetrics(registry: metricsRegistry)
+        ledger = UsageLedger(storage: storage, logger: logger, committed: { _ in })
+        auditor = Auditor(storage: storage, logger: logger)
     }
 
     public var state: State { lifecycle.withLock { $0.state } }
@@ -87,11 +92,14 @@ public final class TesseraServer: Sendable {
 
     /// The caller behind `Authorization: Bearer <key>`, or a 401.
     func authenticate(_ request: Request) async throws -> Principal {
-        guard let header = request.headers[.authorization] else { throw APIError.missingKey }
+        guard let header = request.headers[.authorization] else { auditor.authenticationFailed(presentedKey: nil); throw APIError.missingKey }
         let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw APIError.missingKey }
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { auditor.authenticationFailed(presentedKey: nil); throw APIError.missingKey }
         let key = parts[1].trimmingCharacters(in: .whitespaces)
-        guard let principal = try await storage.principal(forKeyHash: APIKey.hash(key)) else { throw APIError.invalidKey }
+        guard let principal = try await storage.principal(forKeyHash: APIKey.hash(key)) else {
+            auditor.authenticationFailed(presentedKey: key)
+            throw APIError.invalidKey
+        }
         return principal
     }
 
@@ -111,6 +119,27 @@ public final class TesseraServer: Sendable {
 
     func visible(_ r: AdapterStore.Registration, to principal: Principal) -> Bool {
         principal.role == .admin || r.owner == nil || r.owner == principal.tenant
+    }
+
+    // MARK: Budgets
+
+    private static let alerted = Mutex(Set<String>())
+
+    /// Counts a computed response's tokens against the tenant's month and raises the budget
+    /// alert (an audit entry and a gauge) once a month when the threshold is crossed.
+    func noteMonthlyUsage(_ p: Principal, tokens: Int) async {
+        guard let budget = p.limits.monthlyTokens, let used = limiter.addUsed(p.tenantId, tokens: tokens) else { return }
+        guard Double(used) >= p.limits.alertThreshold * Double(budget) else { return }
+        let month = TenantLimiter.monthStart()
+        let key = "\(p.tenantId)@\(month.timeIntervalSince1970)"
+        guard Self.alerted.withLock({ $0.insert(key).inserted }) else { return }
+        metrics.budgetAlert(tenant: p.tenant)
+        // Once a month, across restarts too.
+        let earlier = (try? await storage.audit(limit: 100_000, since: month)) ?? []
+        guard !earlier.contains(where: { $0.action == "budget.alert" && $0.target == p.tenant }) else { return }
+        await auditor.record(actor: "server", action: "budget.alert", target: p.tenant,
+                             result: "\(used) of \(budget) monthly tokens used (alert at \(Int(p.limits.alertThreshold * 100))%)")
+        logger.warning("budget alert", metadata: ["tenant": "\(p.tenant)", "used": "\(used)", "budget": "\(budget)"])
     }
 
     // MARK: Registry
