@@ -141,6 +141,9 @@ struct TenantsCommand: AsyncParsableCommand {
         @Option(help: "Token budget per calendar month (UTC).") var monthlyTokens: Int?
         @Option(help: "Budget alert threshold, percent of the monthly budget.") var alertPercent: Double?
         @Option(help: "Fair-share weight in the engine's scheduler.") var weight: Double?
+        @Option(help: "Response cache for this tenant: on or off.") var cache: String?
+        @Option(help: "Self-service adapters: how many.") var maxAdapters: Int?
+        @Option(help: "Self-service adapters: bytes in all.") var adapterBytes: Int?
         @OptionGroup var data: DataOptions
 
         func run() async throws {
@@ -156,6 +159,12 @@ struct TenantsCommand: AsyncParsableCommand {
                 set(monthlyTokens, &l.monthlyTokens)
                 if let alertPercent { l.alertThreshold = alertPercent / 100 }
                 if let weight { l.weight = weight }
+                set(maxAdapters, &l.maxAdapters)
+                set(adapterBytes, &l.adapterBytes)
+                if let cache {
+                    guard cache == "on" || cache == "off" else { throw ValidationError("--cache must be on or off, got '\(cache)'") }
+                    l.cache = cache == "on"
+                }
                 if let (field, why) = l.invalidField() { throw ValidationError("--\(field.replacingOccurrences(of: "_", with: "-")): \(why)") }
                 try await storage.setLimits(tenant: name, l)
                 await audit(storage, "limits.set", name)
