@@ -15,11 +15,7 @@ struct UsageCommand: AsyncParsableCommand {
 
     static func day(_ text: String?, _ flag: String) throws -> Date? {
         guard let text else { return nil }
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd"
-        guard let d = f.date(from: text) else { throw ValidationError("\(flag) must be a day as YYYY-MM-DD, got '\(text)'") }
+        guard let d = UsageQuery.day(text) else { throw ValidationError("\(flag) must be a day as YYYY-MM-DD, got '\(text)'") }
         return d
     }
 

@@ -105,11 +105,7 @@ extension TesseraServer {
         guard let by = UsageGrouping(rawValue: byText) else { throw APIError.badRequest("'by' must be tenant, adapter or day.", param: "by") }
         func day(_ key: String) throws -> Date? {
             guard let text = q.get(key) else { return nil }
-            let f = DateFormatter()
-            f.locale = Locale(identifier: "en_US_POSIX")
-            f.timeZone = TimeZone(identifier: "UTC")
-            f.dateFormat = "yyyy-MM-dd"
-            guard let d = f.date(from: text) else { throw APIError.badRequest("'\(key)' must be YYYY-MM-DD.", param: key) }
+            guard let d = UsageQuery.day(text) else { throw APIError.badRequest("'\(key)' must be YYYY-MM-DD.", param: key) }
             return d
         }
         let rows = try await storage.usageReport(UsageQuery(tenant: tenant, since: try day("since"), until: try day("until"), by: by))

@@ -157,6 +157,15 @@ public struct UsageQuery: Sendable {
     public var since: Date?
     public var until: Date?
     public var by: UsageGrouping = .tenant
+    /// A day as YYYY-MM-DD (UTC) at its first second; nil if the text is not one.
+    public static func day(_ text: String) -> Date? {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd"
+        return f.date(from: text)
+    }
+
     public init(tenant: String? = nil, since: Date? = nil, until: Date? = nil, by: UsageGrouping = .tenant) {
         self.tenant = tenant
         self.since = since
