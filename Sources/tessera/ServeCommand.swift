@@ -32,6 +32,10 @@ struct ServeCommand: AsyncParsableCommand {
     var drainSeconds: Double?
     @Option(help: "Largest request body in bytes (413 past it).")
     var maxBodyBytes: Int?
+    @Option(help: "Response cache memory in MiB (0: off).")
+    var responseCacheMemory: Int?
+    @Option(help: "Seconds a cached response is served.")
+    var responseCacheSeconds: Double?
     @Flag(help: "Create two demo tenants with their own synthesized adapters and an admin, print their keys and examples.")
     var demo = false
 
@@ -73,6 +77,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let dataDir { c.server.dataDirectory = dataDir } else if demo { c.server.dataDirectory = DefaultModel.cacheDirectory.appendingPathComponent("demo").path }
         if let drainSeconds { c.server.drainSeconds = drainSeconds }
         if let maxBodyBytes { c.server.maxBodyBytes = maxBodyBytes }
+        if let responseCacheMemory { c.server.responseCacheMemory = responseCacheMemory }
+        if let responseCacheSeconds { c.server.responseCacheSeconds = responseCacheSeconds }
         if let threads { c.compute.threads = threads }
         if let weightMemory { c.model.weightMemoryMiB = weightMemory }
         if let activations { c.model.activations = activations }

@@ -118,8 +118,16 @@ struct TenantsCommand: AsyncParsableCommand {
                     printError("This erases tenant '\(name)' and all its rows for good. Type its name to confirm:")
                     guard readLine()?.trimmingCharacters(in: .whitespaces) == name else { throw ValidationError("not confirmed; nothing was erased") }
                 }
-                try await storage.purgeTenant(name: name)
-                await audit(storage, "tenant.purge", name)
+                let paths = try await storage.purgeTenant(name: name)
+                // Its uploaded adapters' files go too, unless another registration uses them.
+                let store = URL(fileURLWithPath: data.dataDir).appendingPathComponent("adapters").standardizedFileURL.path
+                let kept = try await storage.adapterPaths()
+                var removed = 0
+                for path in Set(paths) where !kept.contains(path)
+                    && URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.path == store {
+                    if (try? FileManager.default.removeItem(atPath: path)) != nil { removed += 1 }
+                }
+                await audit(storage, "tenant.purge", name, "ok: \(paths.count) adapters, \(removed) folders removed")
             }
         }
     }

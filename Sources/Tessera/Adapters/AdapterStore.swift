@@ -111,6 +111,32 @@ public final class AdapterStore: Sendable {
         var failed: Set<Key> = []
         var clock: UInt64 = 0
         var stats = Statistics()
+        /// Events not yet handed to the observer (delivered outside the lock).
+        var events: [Event] = []
+    }
+
+    /// What happened to an adapter's weights, for an audit trail.
+    public enum Event: Sendable, Equatable {
+        /// Read, checked and made resident (at registration, or on first use).
+        case loaded(name: String, version: Int, seconds: Double)
+        /// Dropped from memory to make room; it loads again on next use.
+        case evicted(name: String, version: Int)
+        /// Could not be loaded on use.
+        case loadFailed(name: String, version: Int, why: String)
+    }
+
+    private let observer = Mutex<(@Sendable (Event) -> Void)?>(nil)
+
+    /// Calls `handler` for every load, eviction and load failure from now on (one observer).
+    public func observe(_ handler: @escaping @Sendable (Event) -> Void) { observer.withLock { $0 = handler } }
+
+    private func deliverEvents() {
+        let events = state.withLock { s in
+            defer { s.events.removeAll() }
+            return s.events
+        }
+        guard !events.isEmpty, let handler = observer.withLock({ $0 }) else { return }
+        for e in events { handler(e) }
     }
 
     public let configuration: Configuration
@@ -133,10 +159,12 @@ public final class AdapterStore: Sendable {
     /// than the name's current one.
     @discardableResult
     public func register(name: String, path: String, owner: String? = nil, version: Int? = nil) async throws -> Registration {
+        let started = DispatchTime.now().uptimeNanoseconds
         let (adapter, digest) = try await onLoader { [base, configuration] in
             let adapter = try LoRAAdapter.load(path: path, name: name, base: base, maxRank: configuration.maxRank, precision: configuration.precision)
             return (adapter, try Self.sha256(of: adapter.source))
         }
+        defer { deliverEvents() }
         return state.withLock { s in
             let version = version ?? ((s.registry[name]?.version ?? 0) + 1)
             let r = Registration(name: name, version: version, owner: owner, path: path, sha256: digest, format: adapter.format,
@@ -152,6 +180,7 @@ public final class AdapterStore: Sendable {
                 s.stats.residentBytes += r.byteCount
                 s.stats.residentCount += 1
                 s.everResident.insert(key)
+                s.events.append(.loaded(name: name, version: version, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9))
             }
             s.failed.remove(key)
             s.registry[name] = r
@@ -247,6 +276,7 @@ public final class AdapterStore: Sendable {
                             }
                             return adapter
                         }
+                        defer { self.deliverEvents() }
                         try self.admit(adapter, key: key, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
                         return adapter
                     } catch {
@@ -254,7 +284,10 @@ public final class AdapterStore: Sendable {
                             s.loading[key] = nil
                             s.failed.insert(key)
                             s.stats.loadFailures += 1
+                            let why = (error as? AdapterError).map { "\($0.reason)" } ?? "\(type(of: error))"
+                            s.events.append(.loadFailed(name: key.name, version: key.version, why: why))
                         }
+                        self.deliverEvents()
                         throw error
                     }
                 }
@@ -293,6 +326,7 @@ public final class AdapterStore: Sendable {
             s.stats.loads += 1
             s.stats.lastLoadSeconds = seconds
             s.stats.totalLoadSeconds += seconds
+            s.events.append(.loaded(name: key.name, version: key.version, seconds: seconds))
         }
     }
 
@@ -321,6 +355,7 @@ public final class AdapterStore: Sendable {
             }
             remove(victim, in: &s)
             s.stats.evictions += 1
+            s.events.append(.evicted(name: victim.name, version: victim.version))
         }
         return true
     }

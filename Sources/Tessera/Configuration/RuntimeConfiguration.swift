@@ -54,6 +54,12 @@ public struct RuntimeConfiguration: Sendable, Codable, Equatable {
         public var maxChoices = 8
         /// The name `model` takes for the base model; nil = the model file's name without extension.
         public var modelName: String?
+        /// The response cache's budget in MiB (`--response-cache-memory`); 0 turns it off.
+        public var responseCacheMemory = 64
+        /// Seconds a cached response is served (`--response-cache-seconds`).
+        public var responseCacheSeconds: Double = 3600
+        /// Largest adapter upload (`POST /v1/adapters`) in bytes, both files together.
+        public var maxUploadBytes = 256 << 20
         public init() {}
     }
 
@@ -113,6 +119,13 @@ public struct RuntimeConfiguration: Sendable, Codable, Equatable {
         try positive("adapters.max_adapters", adapters.maxAdapters)
         try positive("server.max_body_bytes", server.maxBodyBytes)
         try positive("server.max_choices", server.maxChoices)
+        try positive("server.max_upload_bytes", server.maxUploadBytes)
+        guard server.responseCacheMemory >= 0 else {
+            throw ConfigurationError(file: "", field: "server.response_cache_memory", why: "must be >= 0 MiB, got \(server.responseCacheMemory)")
+        }
+        guard server.responseCacheSeconds >= 0, server.responseCacheSeconds.isFinite else {
+            throw ConfigurationError(file: "", field: "server.response_cache_seconds", why: "must be >= 0, got \(server.responseCacheSeconds)")
+        }
         if let t = compute.threads { try positive("compute.threads", t) }
         guard (0...65535).contains(server.port) else { throw ConfigurationError(file: "", field: "server.port", why: "must be 0-65535, got \(server.port)") }
         guard server.drainSeconds >= 0, server.drainSeconds.isFinite else {

@@ -18,7 +18,11 @@ extension TesseraServer {
         var cachedPromptTokens = 0
         var queueSeconds: Double?
         var ttftSeconds: Double?
+        /// Finished by a stop or the length limit (not cancelled, not failed): cacheable.
+        var complete = false
     }
+
+    static let cacheHeader = HTTPField.Name("x-tessera-cache")!
 
     func handleGeneration(_ request: Request, kind: OpenAIGenerationRequest.Kind) async throws -> Response {
         let started = ContinuousClock.now
@@ -33,6 +37,7 @@ extension TesseraServer {
         let adapter = try resolveModel(g.model, for: principal)
         let adapterVersion = adapter.flatMap { adapters.registration($0)?.version }
         let limits = principal.limits
+        let layerVersion = try await applyPromptLayer(&g, for: principal)
         if let cap = limits.maxTokens, let asked = g.maxTokens, asked > cap {
             // Asked for: a 400. The endpoint's default (completions: 16): the tenant's cap.
             guard body["max_tokens"] == nil && body["max_completion_tokens"] == nil else {
@@ -87,7 +92,46 @@ extension TesseraServer {
                                cachedPromptTokens: results.reduce(0) { $0 + $1.cachedPromptTokens }, completionTokens: completion,
                                finishReason: finish, status: status, queueMs: results.compactMap(\.queueSeconds).max().map { $0 * 1000 },
                                ttftMs: results.compactMap(\.ttftSeconds).min().map { $0 * 1000 },
-                               totalMs: Double(Self.milliseconds(since: started)) ?? 0, cachedResponse: false, promptLayerVersion: nil)
+                               totalMs: Double(Self.milliseconds(since: started)) ?? 0, cachedResponse: false, promptLayerVersion: layerVersion)
+        }
+        let log = logger
+        let fields: Logger.Metadata = ["request_id": "\(requestId)", "tenant": "\(principal.tenant)", "adapter": "\(adapter ?? "-")",
+                                       "kind": "\(kind == .chat ? "chat" : "completion")", "stream": "\(g.stream)"]
+        // The response cache: deterministic requests only, keyed within this tenant.
+        let cacheKey = responseCacheKey(g, request: request, principal: principal, adapter: adapter, adapterVersion: adapterVersion,
+                                        engineRequests: engineRequests)
+        if let cacheKey {
+            if let hit = responseCache.lookup(cacheKey) {
+                ticketHeld = false
+                limiter.release(ticket, usedTokens: 0)
+                metrics.responseCache(hit: true, tenant: principal.tenant)
+                var row = ledgerRow(hit.results, hit.results.first?.finishReason ?? "length", 200)
+                row.cachedPromptTokens = 0
+                row.queueMs = nil
+                row.ttftMs = nil
+                row.cachedResponse = true
+                await ledger.record(row)
+                var meta = fields
+                meta["status"] = "200"
+                meta["cache"] = "hit"
+                meta["ms"] = "\(Self.milliseconds(since: started))"
+                log.info("request", metadata: meta)
+                var headers = HTTPFields()
+                headers[.contentType] = g.stream ? "text/event-stream" : "application/json"
+                if g.stream { headers[.cacheControl] = "no-cache" }
+                headers[HTTPField.Name("x-request-id")!] = requestId
+                headers[Self.cacheHeader] = "hit"
+                guard g.stream else { return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: hit.body))) }
+                let context = ResponseContext(id: hit.id, created: hit.created, model: g.model, kind: kind, request: g,
+                                              tokenizer: tokenizer, promptTokens: promptTokenTotal)
+                streaming = true
+                return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+                    defer { leave() }
+                    try? await Self.replay(hit.results, context: context, writer: &writer)
+                    try? await writer.finish(nil)
+                })
+            }
+            metrics.responseCache(hit: false, tenant: principal.tenant)
         }
         let finishRow = { @Sendable [self] (row: UsageRecord) async in
             await ledger.record(row)
@@ -110,9 +154,11 @@ extension TesseraServer {
         let id = (kind == .chat ? "chatcmpl-" : "cmpl-") + requestId.dropFirst(4)
         let context = ResponseContext(id: id, created: Int(Date().timeIntervalSince1970), model: g.model, kind: kind, request: g,
                                       tokenizer: tokenizer, promptTokens: promptTokenTotal)
-        let log = logger
-        let fields: Logger.Metadata = ["request_id": "\(requestId)", "tenant": "\(principal.tenant)", "adapter": "\(adapter ?? "-")",
-                                       "kind": "\(kind == .chat ? "chat" : "completion")", "stream": "\(g.stream)"]
+        let cache = responseCache
+        let remember = { @Sendable (results: [ChoiceResult]) in
+            guard let cacheKey, results.allSatisfy(\.complete) else { return }
+            cache.insert(cacheKey, body: context.completeBody(results), results: results, id: context.id, created: context.created)
+        }
         if g.stream {
             streaming = true
             ticketHeld = false
@@ -120,6 +166,7 @@ extension TesseraServer {
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-cache"
             headers[HTTPField.Name("x-request-id")!] = requestId
+            headers[Self.cacheHeader] = "miss"
             return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
                 defer { leave() }
                 var status = "200"
@@ -130,6 +177,7 @@ extension TesseraServer {
                         // The row is committed before the client reads [DONE].
                         recorded = true
                         await finishRow(ledgerRow(results, failed ? "error" : (results.first?.finishReason ?? "length"), failed ? 500 : 200))
+                        if !failed { remember(results) }
                     }
                 } catch {
                     choices.cancel()
@@ -162,6 +210,10 @@ extension TesseraServer {
         }
         await finishRow(ledgerRow(results, results.first?.finishReason ?? "length", 200))
         ticketHeld = false
+        let responseBody = context.completeBody(results)
+        if let cacheKey, results.allSatisfy(\.complete) {
+            responseCache.insert(cacheKey, body: responseBody, results: results, id: context.id, created: context.created)
+        }
         var meta = fields
         meta["status"] = "200"
         meta["ms"] = "\(Self.milliseconds(since: started))"
@@ -169,7 +221,8 @@ extension TesseraServer {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[HTTPField.Name("x-request-id")!] = requestId
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: context.completeBody(results))))
+        headers[Self.cacheHeader] = "miss"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(data: responseBody)))
     }
 
     static func milliseconds(since start: ContinuousClock.Instant) -> String {
@@ -190,6 +243,7 @@ extension TesseraServer {
             r.cachedPromptTokens = usage.cachedPromptTokens
             r.queueSeconds = usage.queueSeconds
             r.ttftSeconds = usage.timeToFirstTokenSeconds
+            r.complete = reason == .stop || reason == .length
         }
     }
 
@@ -253,12 +307,7 @@ extension TesseraServer {
     /// Writes the server-sent events of every choice, then the usage chunk and `[DONE]`.
     func streamChoices(_ choices: ChoiceStreams, context: ResponseContext, writer: inout any ResponseBodyWriter,
                        results: inout [ChoiceResult], beforeDone: ([ChoiceResult], Bool) async -> Void) async throws {
-        func send(_ object: [String: Any]) async throws {
-            var data = Data("data: ".utf8)
-            data += (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
-            data += Data("\n\n".utf8)
-            try await writer.write(ByteBuffer(data: data))
-        }
+        func send(_ object: [String: Any]) async throws { try await Self.sendEvent(object, to: &writer) }
         var completionTokens = 0
         let count = context.request.n * context.request.prompts.count
         if context.kind == .chat {
@@ -276,7 +325,10 @@ extension TesseraServer {
                 return
             case .event(let i, .delta(let text, let ids, let lps, let top)):
                 // Tokens counted as they arrive: a client that leaves is billed for what was computed.
-                if i < results.count { results[i].completionTokens += ids.count }
+                if i < results.count {
+                    results[i].completionTokens += ids.count
+                    Self.accumulate(.delta(text: text, tokenIds: ids, logprobs: lps, top: top), into: &results[i])
+                }
                 guard !text.isEmpty || lps != nil else { continue }
                 let logprobs = lps.map { context.logprobsObject(ids: ids, logprobs: $0, top: top ?? []) }
                 try await send(context.chunk(choice: i, role: false, text: text, logprobs: logprobs, finishReason: nil))
@@ -294,5 +346,70 @@ extension TesseraServer {
         }
         await beforeDone(results, false)
         try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+    }
+}
+
+extension TesseraServer {
+    static func sendEvent(_ object: [String: Any], to writer: inout any ResponseBodyWriter) async throws {
+        var data = Data("data: ".utf8)
+        data += (try? JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes])) ?? Data("{}".utf8)
+        data += Data("\n\n".utf8)
+        try await writer.write(ByteBuffer(data: data))
+    }
+
+    /// A cached response as a stream: per choice its whole text in one chunk, then its finish.
+    static func replay(_ results: [ChoiceResult], context: ResponseContext, writer: inout any ResponseBodyWriter) async throws {
+        if context.kind == .chat {
+            for i in results.indices { try await sendEvent(context.chunk(choice: i, role: true, text: "", logprobs: nil, finishReason: nil), to: &writer) }
+        }
+        for (i, r) in results.enumerated() {
+            let logprobs = context.request.logprobs ? context.logprobsObject(ids: r.tokenIds, logprobs: r.logprobs, top: r.top) : nil
+            if !r.text.isEmpty || logprobs != nil {
+                try await sendEvent(context.chunk(choice: i, role: false, text: r.text, logprobs: logprobs, finishReason: nil), to: &writer)
+            }
+            try await sendEvent(context.chunk(choice: i, role: false, text: nil, logprobs: nil, finishReason: r.finishReason ?? "length"), to: &writer)
+        }
+        if context.request.includeUsage {
+            var usage = context.base(object: context.kind == .chat ? "chat.completion.chunk" : "text_completion")
+            usage["choices"] = [Any]()
+            usage["usage"] = context.usage(completionTokens: results.reduce(0) { $0 + $1.completionTokens })
+            try await sendEvent(usage, to: &writer)
+        }
+        try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+    }
+
+    /// The cache key of a deterministic request (temperature 0 or an explicit seed) when the
+    /// cache is on for this tenant and the request did not ask to bypass it; nil otherwise.
+    func responseCacheKey(_ g: OpenAIGenerationRequest, request: Request, principal: Principal, adapter: String?, adapterVersion: Int?,
+                          engineRequests: [EngineRequest]) -> String? {
+        guard responseCache.enabled, principal.limits.cache, request.headers[Self.cacheHeader]?.lowercased() != "bypass",
+              g.sampling.temperature == 0 || g.seed != nil else { return nil }
+        var sampling = g.sampling
+        sampling.seed = g.seed ?? 0
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let parts: [String] = [
+            adapter ?? "", "\(adapterVersion ?? 0)", g.kind == .chat ? "chat" : "completion",
+            engineRequests.map { r -> String in
+                let tokens: String
+                if case .tokens(let t) = r.prompt { tokens = t.map(String.init).joined(separator: ",") } else { tokens = "?" }
+                return "\(tokens)|\(r.maxTokens)"
+            }.joined(separator: ";"),
+            String(decoding: (try? encoder.encode(sampling)) ?? Data(), as: UTF8.self),
+            g.stop.joined(separator: "\u{1}"), "\(g.n)", "\(g.logprobs)", "\(g.topLogprobs)", "\(g.ignoreEOS)",
+        ]
+        return ResponseCache.key(tenantId: principal.tenantId, parts: parts)
+    }
+
+    /// Puts the tenant's prompt layer (system prompt, then examples) before a chat request's
+    /// messages, when the layer is unbound or bound to the requested adapter; its version.
+    func applyPromptLayer(_ g: inout OpenAIGenerationRequest, for principal: Principal) async throws -> Int? {
+        guard g.kind == .chat, case .chat(let messages)? = g.prompts.first,
+              let layer = try await storage.promptLayer(tenant: principal.tenant), layer.adapter == nil || layer.adapter == g.model else { return nil }
+        var prefix: [ChatMessage] = []
+        if let system = layer.system, !system.isEmpty { prefix.append(ChatMessage(role: "system", content: system)) }
+        prefix += layer.examples.map { ChatMessage(role: $0.role, content: $0.content) }
+        g.prompts = [.chat(prefix + messages)]
+        return layer.version
     }
 }

@@ -20,7 +20,8 @@ extension TesseraServer {
             return Self.json(["status": "ready"])
         }
         router.get("/metrics") { [self] _, _ in
-            let text = metrics.render(engine: engine.statistics, configuration: configuration, resident: adapters.residentAdapters)
+            let text = metrics.render(engine: engine.statistics, configuration: configuration, resident: adapters.residentAdapters,
+                                      cache: responseCache.statistics)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -53,6 +54,7 @@ extension TesseraServer {
             }
             return Self.json(["object": "list", "data": entries])
         }
+        addTenantRoutes(to: router)
         router.post("/v1/load_lora_adapter") { [self] request, _ in try await vllmLoad(request) }
         router.post("/v1/unload_lora_adapter") { [self] request, _ in try await vllmUnload(request) }
     }
@@ -136,14 +138,17 @@ extension TesseraServer {
          "max_model_len": contextLimit]
     }
 
-    func card(_ r: AdapterStore.Registration) -> [String: Any] {
-        ["id": r.name, "object": "model", "created": createdAt, "owned_by": r.owner ?? "tessera", "root": r.path, "parent": modelName,
-         "max_model_len": contextLimit]
+    /// An adapter's model card as `p` sees it: its own uploads by their plain names, and the
+    /// file's path only for administrators.
+    func card(_ r: AdapterStore.Registration, for p: Principal) -> [String: Any] {
+        let id = Self.publicName(r.name, for: p.tenant)
+        return ["id": id, "object": "model", "created": createdAt, "owned_by": r.owner ?? "tessera", "root": p.role == .admin ? r.path : id,
+                "parent": modelName, "max_model_len": contextLimit]
     }
 
     func listModels(_ request: Request) async throws -> Response {
         let p = try await authenticate(request)
-        let cards = [baseCard()] + adapters.registrations.filter { visible($0, to: p) }.map(card)
+        let cards = [baseCard()] + adapters.registrations.filter { visible($0, to: p) }.map { card($0, for: p) }
         return Self.json(["object": "list", "data": cards])
     }
 
@@ -151,7 +156,7 @@ extension TesseraServer {
         let p = try await authenticate(request)
         guard let name = try resolveModel(id, for: p) else { return Self.json(baseCard()) }
         guard let r = adapters.registration(name) else { throw APIError.modelNotFound(id) }
-        return Self.json(card(r))
+        return Self.json(card(r, for: p))
     }
 
     // MARK: Admin
@@ -169,7 +174,8 @@ extension TesseraServer {
     }
 
     /// Checks a name, path and owner, then registers (a new version if the name exists).
-    func registerChecked(name: String?, path: String?, owner: String?, nameField: String, pathField: String) async throws -> AdapterStore.Registration {
+    func registerChecked(name: String?, path: String?, owner: String?, nameField: String, pathField: String,
+                         actor: String) async throws -> AdapterStore.Registration {
         guard let name, Self.isValidAdapterName(name) else {
             throw APIError.badRequest("'\(nameField)' must be 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit.", param: nameField)
         }
@@ -178,13 +184,13 @@ extension TesseraServer {
         if let owner, try await storage.tenant(named: owner) == nil {
             throw APIError.badRequest("'owner': no tenant named '\(owner)'.", param: "owner")
         }
-        do { return try await register(name: name, path: path, owner: owner) } catch let e as AdapterError {
+        do { return try await register(name: name, path: path, owner: owner, actor: actor) } catch let e as AdapterError {
             throw APIError.badRequest("The adapter cannot be registered: \(e.description)", param: pathField, code: "invalid_adapter")
         }
     }
 
     func adminRegister(_ request: Request) async throws -> Response {
-        _ = try await requireAdmin(request)
+        let admin = try await requireAdmin(request)
         var request = request
         let body = try await collectJSON(&request)
         let f = RequestFields(body)
@@ -192,18 +198,20 @@ extension TesseraServer {
             throw APIError.badRequest("Unrecognized field '\(key)'.", param: key, code: "unknown_parameter")
         }
         let r = try await registerChecked(name: try f.string("name"), path: try f.string("path"), owner: try f.string("owner"),
-                                          nameField: "name", pathField: "path")
+                                          nameField: "name", pathField: "path", actor: admin.tenant)
         return Self.json(registrationJSON(r))
     }
 
     func adminList(_ request: Request) async throws -> Response {
         _ = try await requireAdmin(request)
+        // The database is the truth (the CLI may have changed it since the last poll).
+        await reconcileRegistry()
         return Self.json(["object": "list", "data": adapters.registrations.map(registrationJSON)])
     }
 
     func adminUnregister(_ request: Request, name: String) async throws -> Response {
-        _ = try await requireAdmin(request)
-        guard try await unregister(name: name) else {
+        let admin = try await requireAdmin(request)
+        guard try await unregister(name: name, actor: admin.tenant) else {
             throw APIError(status: .notFound, message: "No adapter named '\(name)'.", type: "invalid_request_error", param: "name", code: "adapter_not_found")
         }
         return Self.json(["name": name, "deleted": true])
@@ -212,7 +220,7 @@ extension TesseraServer {
     /// vLLM's `POST /v1/load_lora_adapter {"lora_name", "lora_path"}`: a shared adapter. As in
     /// vLLM, an existing name is refused unless `load_inplace` is true (then it is a hot swap).
     func vllmLoad(_ request: Request) async throws -> Response {
-        _ = try await requireAdmin(request)
+        let admin = try await requireAdmin(request)
         var request = request
         let body = try await collectJSON(&request)
         let f = RequestFields(body)
@@ -223,17 +231,18 @@ extension TesseraServer {
         if let name, adapters.registration(name) != nil, try f.bool("load_inplace") != true {
             throw APIError.badRequest("The lora adapter '\(name)' has already been loaded. Set load_inplace to true to replace it.", param: "lora_name")
         }
-        let r = try await registerChecked(name: name, path: try f.string("lora_path"), owner: nil, nameField: "lora_name", pathField: "lora_path")
+        let r = try await registerChecked(name: name, path: try f.string("lora_path"), owner: nil, nameField: "lora_name", pathField: "lora_path",
+                                          actor: admin.tenant)
         return Self.text("Success: LoRA adapter '\(r.name)' added successfully.")
     }
 
     func vllmUnload(_ request: Request) async throws -> Response {
-        _ = try await requireAdmin(request)
+        let admin = try await requireAdmin(request)
         var request = request
         let body = try await collectJSON(&request)
         let f = RequestFields(body)
         guard let name = try f.string("lora_name") else { throw APIError.badRequest("'lora_name' is required.", param: "lora_name") }
-        guard try await unregister(name: name) else {
+        guard try await unregister(name: name, actor: admin.tenant) else {
             throw APIError(status: .notFound, message: "The lora adapter '\(name)' cannot be found.", type: "invalid_request_error",
                            param: "lora_name", code: "adapter_not_found")
         }

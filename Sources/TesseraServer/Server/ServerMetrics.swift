@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import Prometheus
 import Synchronization
 import Tessera
@@ -17,7 +18,13 @@ final class ServerMetrics: Sendable {
     private let alerts = Mutex(Set<String>())
     func budgetAlert(tenant: String) { alerts.withLock { _ = $0.insert(tenant) } }
 
-    func render(engine: Engine.Statistics, configuration: RuntimeConfiguration, resident: [(name: String, rank: Int)]) -> String {
+    /// Response-cache lookups per tenant (`result`: hit or miss), into swift-metrics.
+    func responseCache(hit: Bool, tenant: String) {
+        Counter(label: "tessera_response_cache_requests_total", dimensions: [("tenant", tenant), ("result", hit ? "hit" : "miss")]).increment()
+    }
+
+    func render(engine: Engine.Statistics, configuration: RuntimeConfiguration, resident: [(name: String, rank: Int)],
+                cache: ResponseCache.Statistics) -> String {
         var out = registry?.emitToString() ?? ""
         func gauge(_ name: String, _ help: String, _ value: String, labels: [(String, String)] = []) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n"
@@ -38,6 +45,10 @@ final class ServerMetrics: Sendable {
         for a in resident {
             out += "tessera_lora_adapter_loaded{adapter_name=\"\(Self.escape(a.name))\",level=\"cpu\",rank=\"\(a.rank)\"} 1\n"
         }
+        gauge("tessera_response_cache_bytes", "Bytes held by the response cache.", "\(cache.bytes)")
+        gauge("tessera_response_cache_entries", "Responses held by the response cache.", "\(cache.entries)")
+        gauge("tessera_response_cache_hits", "Response cache hits since start.", "\(cache.hits)")
+        gauge("tessera_response_cache_evictions", "Responses evicted from the cache since start (budget).", "\(cache.evictions)")
         let alerted = alerts.withLock { $0.sorted() }
         out += "# HELP tessera_tenant_budget_alert 1 when the tenant crossed its monthly budget's alert threshold.\n# TYPE tessera_tenant_budget_alert gauge\n"
         for t in alerted { out += "tessera_tenant_budget_alert{tenant=\"\(Self.escape(t))\"} 1\n" }

@@ -27,6 +27,7 @@ public final class TesseraServer: Sendable {
     let limiter = TenantLimiter()
     let ledger: UsageLedger
     let auditor: Auditor
+    let responseCache: ResponseCache
 
     struct Lifecycle {
         var state: State = .running
@@ -54,6 +55,18 @@ public final class TesseraServer: Sendable {
         metrics = ServerMetrics(registry: metricsRegistry)
         ledger = UsageLedger(storage: storage, logger: logger, committed: { _ in })
         auditor = Auditor(storage: storage, logger: logger)
+        let auditor = self.auditor
+        adapters.observe { event in
+            switch event {
+            case .loaded(let name, let version, let seconds):
+                auditor.post(actor: "server", action: "adapter.load", target: name, result: String(format: "ok: version %d in %.0f ms", version, seconds * 1000))
+            case .evicted(let name, let version):
+                auditor.post(actor: "server", action: "adapter.evict", target: name, result: "ok: version \(version) left memory")
+            case .loadFailed(let name, let version, let why):
+                auditor.post(actor: "server", action: "adapter.load_failed", target: name, result: "failure: version \(version): \(why)")
+            }
+        }
+        responseCache = ResponseCache(budgetBytes: configuration.server.responseCacheMemory << 20, ttlSeconds: configuration.server.responseCacheSeconds)
     }
 
     public var state: State { lifecycle.withLock { $0.state } }
@@ -113,8 +126,20 @@ public final class TesseraServer: Sendable {
     /// Another tenant's private adapter is answered exactly as a name that does not exist.
     func resolveModel(_ name: String, for principal: Principal) throws(APIError) -> String? {
         if name == modelName { return nil }
+        // The caller's own uploads come first: they live in its namespace.
+        if let r = adapters.registration(Self.uploadedName(name, tenant: principal.tenant)) { return r.name }
         guard let r = adapters.registration(name), visible(r, to: principal) else { throw APIError.modelNotFound(name) }
         return r.name
+    }
+
+    /// The registry name of a tenant's self-service adapter: `@tenant/name`, which no
+    /// administrator-registered name can be (those start with a letter or digit).
+    static func uploadedName(_ name: String, tenant: String) -> String { "@\(tenant)/\(name)" }
+
+    /// The name a tenant uses for `registryName` (its uploads without the namespace).
+    static func publicName(_ registryName: String, for tenant: String) -> String {
+        let prefix = "@\(tenant)/"
+        return registryName.hasPrefix(prefix) ? String(registryName.dropFirst(prefix.count)) : registryName
     }
 
     func visible(_ r: AdapterStore.Registration, to principal: Principal) -> Bool {
@@ -173,10 +198,17 @@ public final class TesseraServer: Sendable {
     }
 
     /// Loads and checks `path`, points `name` at it once resident, and records it.
-    func register(name: String, path: String, owner: String?, skipIfUnchanged: Bool = false) async throws -> AdapterStore.Registration {
+    func register(name: String, path: String, owner: String?, skipIfUnchanged: Bool = false, actor: String = "server",
+                  action: String = "adapter.register") async throws -> AdapterStore.Registration {
         try await registryLock.withLock {
             let previous = adapters.registration(name)
-            let r = try await adapters.register(name: name, path: path, owner: owner)
+            let verb = previous == nil ? action : "adapter.swap"
+            let r: AdapterStore.Registration
+            do { r = try await adapters.register(name: name, path: path, owner: owner) } catch {
+                let why = (error as? AdapterError).map { "\($0.reason)" } ?? "\(type(of: error))"
+                await auditor.record(actor: actor, action: verb, target: name, result: "failure: \(why)")
+                throw error
+            }
             if skipIfUnchanged, let previous, previous.sha256 == r.sha256, previous.owner == owner {
                 adapters.restore(previous)
                 return previous
@@ -184,8 +216,11 @@ public final class TesseraServer: Sendable {
             do { try await storage.saveAdapter(AdapterRecord(r)) } catch {
                 // Keep the store and the database in agreement: the old version keeps serving.
                 if let previous { adapters.restore(previous) } else { adapters.unregister(name: name) }
+                await auditor.record(actor: actor, action: verb, target: name, result: "failure: the registry could not be saved")
                 throw error
             }
+            await auditor.record(actor: actor, action: verb, target: name,
+                                 result: "ok: version \(r.version)\(owner.map { ", owner \($0)" } ?? ", shared")")
             logger.info("adapter registered", metadata: ["adapter": "\(name)", "version": "\(r.version)", "owner": "\(owner ?? "shared")"])
             return r
         }
@@ -196,12 +231,13 @@ public final class TesseraServer: Sendable {
         try await register(name: name, path: path, owner: owner)
     }
 
-    func unregister(name: String) async throws -> Bool {
+    func unregister(name: String, actor: String = "server", action: String = "adapter.unregister") async throws -> Bool {
         try await registryLock.withLock {
             guard adapters.registration(name) != nil else { return false }
             try await storage.removeAdapter(name: name)
             adapters.unregister(name: name)
             logger.info("adapter unregistered", metadata: ["adapter": "\(name)"])
+            await auditor.record(actor: actor, action: action, target: name, result: "ok")
             return true
         }
     }

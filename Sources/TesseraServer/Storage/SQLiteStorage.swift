@@ -175,11 +175,15 @@ public final class SQLiteStorage: TesseraStorage {
         }
     }
 
-    public func purgeTenant(name: String) async throws {
+    @discardableResult
+    public func purgeTenant(name: String) async throws -> [String] {
         try await write { db in
+            let paths = try String.fetchAll(db, sql: "SELECT a.path FROM adapters a JOIN tenants t ON t.id = a.owner_tenant_id WHERE t.name = ?",
+                                            arguments: [name])
             // Keys, adapters, prompt layers and ledger rows go with it (ON DELETE CASCADE).
             try db.execute(sql: "DELETE FROM tenants WHERE name = ?", arguments: [name])
             if db.changesCount == 0 { throw StorageError.tenantNotFound(name) }
+            return paths
         }
     }
 
@@ -369,6 +373,10 @@ public final class SQLiteStorage: TesseraStorage {
 
     public func removeAdapter(name: String) async throws {
         try await write { db in try db.execute(sql: "DELETE FROM adapters WHERE name = ?", arguments: [name]) }
+    }
+
+    public func adapterPaths() async throws -> Set<String> {
+        try await read { db in Set(try String.fetchAll(db, sql: "SELECT path FROM adapters")) }
     }
 
     public func adapters() async throws -> [AdapterRecord] {

@@ -278,7 +278,9 @@ public protocol TesseraStorage: Sendable {
     func tenantCount() async throws -> Int
     /// Brings back a removed tenant (its keys work again); purging erases it and every row it owns.
     func restoreTenant(name: String) async throws
-    func purgeTenant(name: String) async throws
+    /// Erases the tenant and everything it owns; returns the file paths of the adapters it owned.
+    @discardableResult
+    func purgeTenant(name: String) async throws -> [String]
 
     func limits(tenant name: String) async throws -> TenantLimits
     func setLimits(tenant name: String, _ limits: TenantLimits) async throws
@@ -305,4 +307,6 @@ public protocol TesseraStorage: Sendable {
     func removeAdapter(name: String) async throws
     /// Every registered adapter of tenants not removed.
     func adapters() async throws -> [AdapterRecord]
+    /// The file path of every registered adapter, soft-deleted tenants' included.
+    func adapterPaths() async throws -> Set<String>
 }
