@@ -18,7 +18,7 @@ swift test --skip-build --disable-swift-testing "$@" || status=$?
 # The benchmark harnesses' own tests (standard-library python; the converter's skip without numpy/gguf).
 python3 -m unittest discover -s bench -p 'test_*.py' </dev/null || status=$?
 # The HTTP API through the official openai client, against real servers on 127.0.0.1.
-(cd Tests/openai && TESSERA_BIN="$PWD/../../.build/debug/tessera" ../../.venv-test/bin/python -m unittest -v test_openai_api test_serving_lifecycle test_limits_and_ledger </dev/null) || status=$?
+(cd Tests/openai && TESSERA_BIN="$PWD/../../.build/debug/tessera" ../../.venv-test/bin/python -m unittest -v test_openai_api test_serving_lifecycle test_limits_and_ledger test_tenancy </dev/null) || status=$?
 # The example gateway that links Tessera (built, to prove a dependent package builds).
 swift build --package-path Examples/Gateway || status=$?
 exit "$status"

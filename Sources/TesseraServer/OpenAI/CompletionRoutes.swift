@@ -32,6 +32,8 @@ extension TesseraServer {
         defer { if !streaming { leave() } }
         var request = request
         let principal = try await authenticate(request)
+        // A tenant already at its request limits is refused before its body is read or tokenized.
+        try limiter.precheck(principal)
         let body = try await collectJSON(&request)
         var g = try OpenAIGenerationRequest.parse(body, kind: kind, maxChoices: configuration.server.maxChoices)
         let adapter = try resolveModel(g.model, for: principal)

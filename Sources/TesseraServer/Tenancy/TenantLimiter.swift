@@ -76,6 +76,26 @@ final class TenantLimiter: Sendable {
         }
     }
 
+    /// The cheap part of admission, before the body is parsed: a tenant with every concurrent
+    /// slot taken or an empty request bucket is refused here (the same 429 as ``admit``).
+    func precheck(_ p: Principal) throws(APIError) {
+        let l = p.limits
+        guard l.concurrency != nil || l.rpm != nil else { return }
+        let now = ContinuousClock.now
+        let refusal: APIError? = state.withLock { s in
+            if let c = l.concurrency, s.inFlight[p.tenantId, default: 0] >= c {
+                return Self.rateLimited("Too many concurrent requests (limit \(c)).", type: "requests", seconds: 1)
+            }
+            if let rpm = l.rpm, var b = s.requests[p.tenantId] {
+                b.refill(capacity: Double(rpm), now: now)
+                s.requests[p.tenantId] = b
+                if b.tokens < 1 { return Self.rateLimited("Rate limit reached: \(rpm) requests per minute.", type: "requests", seconds: b.wait(for: 1)) }
+            }
+            return nil
+        }
+        if let refusal { throw refusal }
+    }
+
     /// Admits a request costing `tokens` (prompt plus max_tokens) or says why not.
     func admit(_ p: Principal, tokens: Int, monthlyUsed: Int?) throws(APIError) -> Ticket {
         let l = p.limits
