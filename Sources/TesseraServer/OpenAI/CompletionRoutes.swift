@@ -157,9 +157,9 @@ extension TesseraServer {
         let context = ResponseContext(id: id, created: Int(Date().timeIntervalSince1970), model: g.model, kind: kind, request: g,
                                       tokenizer: tokenizer, promptTokens: promptTokenTotal)
         let cache = responseCache
-        let remember = { @Sendable (results: [ChoiceResult]) in
+        let remember = { @Sendable (results: [ChoiceResult], body: Data) in
             guard let cacheKey, results.allSatisfy(\.complete) else { return }
-            cache.insert(cacheKey, body: context.completeBody(results), results: results, id: context.id, created: context.created)
+            cache.insert(cacheKey, body: body, results: results, id: context.id, created: context.created)
         }
         if g.stream {
             streaming = true
@@ -179,7 +179,7 @@ extension TesseraServer {
                         // The row is committed before the client reads [DONE].
                         recorded = true
                         await finishRow(ledgerRow(results, failed ? "error" : (results.first?.finishReason ?? "length"), failed ? 500 : 200))
-                        if !failed { remember(results) }
+                        if !failed { remember(results, context.completeBody(results)) }
                     }
                 } catch {
                     choices.cancel()
@@ -213,9 +213,7 @@ extension TesseraServer {
         await finishRow(ledgerRow(results, results.first?.finishReason ?? "length", 200))
         ticketHeld = false
         let responseBody = context.completeBody(results)
-        if let cacheKey, results.allSatisfy(\.complete) {
-            responseCache.insert(cacheKey, body: responseBody, results: results, id: context.id, created: context.created)
-        }
+        remember(results, responseBody)
         var meta = fields
         meta["status"] = "200"
         meta["ms"] = "\(Self.milliseconds(since: started))"

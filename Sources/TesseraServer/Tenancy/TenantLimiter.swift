@@ -84,12 +84,12 @@ final class TenantLimiter: Sendable {
         let now = ContinuousClock.now
         let refusal: APIError? = state.withLock { s in
             if let c = l.concurrency, s.inFlight[p.tenantId, default: 0] >= c {
-                return Self.rateLimited("Too many concurrent requests (limit \(c)).", type: "requests", seconds: 1)
+                return Self.concurrencyLimited(c)
             }
             if let rpm = l.rpm, var b = s.requests[p.tenantId] {
                 b.refill(capacity: Double(rpm), now: now)
                 s.requests[p.tenantId] = b
-                if b.tokens < 1 { return Self.rateLimited("Rate limit reached: \(rpm) requests per minute.", type: "requests", seconds: b.wait(for: 1)) }
+                if b.tokens < 1 { return Self.requestsLimited(rpm, seconds: b.wait(for: 1)) }
             }
             return nil
         }
@@ -116,7 +116,7 @@ final class TenantLimiter: Sendable {
         let now = ContinuousClock.now
         let refusal: APIError? = state.withLock { s in
             if let c = l.concurrency, s.inFlight[p.tenantId, default: 0] >= c {
-                return Self.rateLimited("Too many concurrent requests (limit \(c)).", type: "requests", seconds: 1)
+                return Self.concurrencyLimited(c)
             }
             var requests = s.requests[p.tenantId]
             if let rpm = l.rpm {
@@ -124,7 +124,7 @@ final class TenantLimiter: Sendable {
                 b.refill(capacity: Double(rpm), now: now)
                 if b.tokens < 1 {
                     s.requests[p.tenantId] = b
-                    return Self.rateLimited("Rate limit reached: \(rpm) requests per minute.", type: "requests", seconds: b.wait(for: 1))
+                    return Self.requestsLimited(rpm, seconds: b.wait(for: 1))
                 }
                 requests = b
             }
@@ -158,6 +158,14 @@ final class TenantLimiter: Sendable {
                 s.tokens[t.tenantId] = b
             }
         }
+    }
+
+    static func concurrencyLimited(_ c: Int) -> APIError {
+        rateLimited("Too many concurrent requests (limit \(c)).", type: "requests", seconds: 1)
+    }
+
+    static func requestsLimited(_ rpm: Int, seconds: Double) -> APIError {
+        rateLimited("Rate limit reached: \(rpm) requests per minute.", type: "requests", seconds: seconds)
     }
 
     static func rateLimited(_ message: String, type: String, seconds: Double) -> APIError {
